@@ -1,0 +1,55 @@
+// The management API: versioned HTTP/JSON resources (/1.0/...) over rsiod's Unix socket.
+// docs/api.md specifies every route; keep the two in step.
+//
+// Thread-safety: Api::handle runs on rsiod's metadata thread only (it touches SQLite).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "appliance/catalog.h"
+#include "volmgr/volume_manager.h"
+
+namespace rsio::appliance {
+
+inline constexpr const char* kApiVersion = "1.0";
+
+struct ApiRequest {
+  std::string method;  // GET, POST, PATCH, DELETE
+  std::string target;  // path and query, e.g. /1.0/volumes/eisberg?force=true
+  std::string body;    // JSON for POST/PATCH, may be empty otherwise
+};
+
+struct ApiResponse {
+  int status = 200;
+  std::string body;  // JSON
+};
+
+struct ApiInfo {
+  std::string version;      // product version
+  std::string state_dir;
+  std::string namespace_name = "rsio";
+  int namespace_index = 0;
+  int64_t started_ms = 0;
+};
+
+class Api {
+ public:
+  // `volumes` and `catalog` must outlive the Api.
+  Api(volmgr::VolumeManager& volumes, Catalog& catalog, ApiInfo info)
+      : volumes_(volumes), catalog_(catalog), info_(std::move(info)) {}
+
+  // Never throws; every failure is a JSON error body {"error": {"code", "message"}} with a
+  // matching HTTP status.
+  ApiResponse handle(const ApiRequest& req);
+
+  // The JSON body and HTTP status for an error (also used by the HTTP layer).
+  static ApiResponse error_response(const Error& e);
+
+ private:
+  volmgr::VolumeManager& volumes_;
+  Catalog& catalog_;
+  ApiInfo info_;
+};
+
+}  // namespace rsio::appliance

@@ -1,0 +1,574 @@
+#include "appliance/api.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include "common/names.h"
+#include "common/units.h"
+
+namespace rsio::appliance {
+
+using nlohmann::json;
+using volmgr::Layout;
+using volmgr::VolumeInfo;
+
+namespace {
+
+int http_status(Errc code) {
+  switch (code) {
+    case Errc::kInvalidArgument: return 400;
+    case Errc::kNotFound: return 404;
+    case Errc::kAlreadyExists: return 409;
+    case Errc::kInUse: return 409;
+    case Errc::kNoSpace: return 507;
+    case Errc::kPermissionDenied: return 403;
+    case Errc::kUnavailable: return 503;
+    case Errc::kIo:
+    case Errc::kCorrupt:
+    case Errc::kUnsupportedVersion:
+    case Errc::kInternal: return 500;
+  }
+  return 500;
+}
+
+Error bad_request(std::string message) { return make_error(Errc::kInvalidArgument, std::move(message)); }
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+struct Route {
+  std::vector<std::string> parts;  // path segments after /1.0
+  std::map<std::string, std::string> query;
+  bool versioned = false;
+};
+
+Route parse_target(std::string_view target) {
+  Route r;
+  std::string_view path = target;
+  std::string_view query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') ++i;
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) parts.push_back(percent_decode(path.substr(i, j - i)));
+    i = j;
+  }
+  if (!parts.empty() && parts[0] == kApiVersion) {
+    r.versioned = true;
+    r.parts.assign(parts.begin() + 1, parts.end());
+  }
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view kv = query.substr(0, amp);
+    size_t eq = kv.find('=');
+    std::string key = percent_decode(kv.substr(0, eq));
+    std::string value = eq == std::string_view::npos ? "" : percent_decode(kv.substr(eq + 1));
+    r.query[key] = value;
+    if (amp == std::string_view::npos) break;
+    query = query.substr(amp + 1);
+  }
+  return r;
+}
+
+Result<bool> query_flag(const Route& r, const std::string& key) {
+  auto it = r.query.find(key);
+  if (it == r.query.end()) return false;
+  if (it->second.empty() || it->second == "true" || it->second == "1") return true;
+  if (it->second == "false" || it->second == "0") return false;
+  return bad_request(fmt::format("query parameter {} must be true or false", key));
+}
+
+// Parses a JSON object body and rejects fields not in `allowed`, so that a typo in a script
+// fails loudly instead of being ignored.
+Result<json> parse_body(const std::string& body, std::initializer_list<std::string_view> allowed) {
+  json j = json::parse(body.empty() ? std::string("{}") : body, nullptr, false);
+  if (j.is_discarded()) return bad_request("request body is not valid JSON");
+  if (!j.is_object()) return bad_request("request body must be a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    bool ok = false;
+    for (std::string_view a : allowed) ok = ok || key == a;
+    if (!ok) {
+      std::string list;
+      for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      return bad_request(fmt::format("unknown field '{}' (accepted: {})", key, list));
+    }
+  }
+  return Result<json>(boost::system::in_place_value, std::move(j));
+}
+
+Result<std::string> get_string(const json& j, const char* key, bool required) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (required) return bad_request(fmt::format("field '{}' is required", key));
+    return std::string();
+  }
+  if (!it->is_string()) return bad_request(fmt::format("field '{}' must be a string", key));
+  return it->get<std::string>();
+}
+
+Result<std::optional<uint64_t>> get_u64(const json& j, const char* key, bool required) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (required) return bad_request(fmt::format("field '{}' is required", key));
+    return std::optional<uint64_t>();
+  }
+  if (!it->is_number_unsigned())
+    return bad_request(fmt::format("field '{}' must be a non-negative integer", key));
+  return std::optional<uint64_t>(it->get<uint64_t>());
+}
+
+Result<bool> get_bool(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return false;
+  if (!it->is_boolean()) return bad_request(fmt::format("field '{}' must be true or false", key));
+  return it->get<bool>();
+}
+
+}  // namespace
+
+ApiResponse Api::error_response(const Error& e) {
+  json j = {{"error", {{"code", errc_name(e.code)}, {"message", e.message}}}};
+  return ApiResponse{http_status(e.code), j.dump()};
+}
+
+namespace {
+
+// Everything below builds JSON views of the model; shapes are documented in docs/api.md.
+
+std::string volume_state(const volmgr::VolumeManager& vm, const VolumeInfo& v) {
+  bool any_bad = false;
+  bool all_segments_readable = true;
+  for (const auto& s : v.segments) {
+    size_t ok = 0;
+    for (const auto& a : s.areas) {
+      const auto* pv = vm.find_pv(a.pv_id);
+      if (pv != nullptr && pv->state == volmgr::PvState::kOk) ++ok;
+      else any_bad = true;
+    }
+    const bool readable = v.spec.layout == Layout::kMirrored ? ok > 0 : ok == s.areas.size();
+    all_segments_readable = all_segments_readable && readable;
+  }
+  if (!all_segments_readable) return "unavailable";
+  return any_bad ? "degraded" : "ok";
+}
+
+}  // namespace
+
+ApiResponse Api::handle(const ApiRequest& req) {
+  const Route route = parse_target(req.target);
+  const std::string& m = req.method;
+  const auto& p = route.parts;
+
+  auto ok = [](int status, const json& j) { return ApiResponse{status, j.dump()}; };
+  auto fail = [](const Error& e) { return error_response(e); };
+  auto not_found = [&] {
+    return fail(make_error(Errc::kNotFound,
+                           fmt::format("no such API resource: {} {} (see docs/api.md)", m,
+                                       req.target)));
+  };
+  auto method_not_allowed = [&] {
+    return ApiResponse{405, json{{"error",
+                                  {{"code", "method-not-allowed"},
+                                   {"message", fmt::format("{} is not allowed on {}", m, req.target)}}}}
+                                .dump()};
+  };
+  if (!route.versioned) {
+    if (p.empty() && !route.versioned && (req.target == "/" || req.target.empty()))
+      return ok(200, json{{"api_versions", json::array({kApiVersion})}});
+    return not_found();
+  }
+
+  auto pool_json = [&](const volmgr::PoolUsage& u) {
+    return json{{"id", u.info.id},
+                {"uuid", u.info.uuid.str()},
+                {"name", u.info.name},
+                {"extent_size_bytes", u.info.extent_size_bytes},
+                {"default", u.info.is_default},
+                {"device_count", u.pv_count},
+                {"size_bytes", u.extent_count * u.info.extent_size_bytes},
+                {"free_bytes", u.free_extents * u.info.extent_size_bytes},
+                {"volume_count", u.volume_count},
+                {"created_ms", u.info.created_ms}};
+  };
+  auto device_json = [&](const volmgr::PvUsage& u) {
+    const auto* pool = volumes_.find_pool(u.info.pool_id);
+    const uint64_t extent = pool->extent_size_bytes;
+    return json{{"id", u.info.id},
+                {"uuid", u.info.uuid.str()},
+                {"path", u.info.path},
+                {"kind", volmgr::pv_kind_name(u.info.kind)},
+                {"pool", u.pool_name},
+                {"size_bytes", u.info.size_bytes},
+                {"data_offset_bytes", u.info.data_offset_bytes},
+                {"extent_count", u.info.extent_count},
+                {"free_extents", u.free_extents},
+                {"used_bytes", (u.info.extent_count - u.free_extents) * extent},
+                {"free_bytes", u.free_extents * extent},
+                {"state", volmgr::pv_state_name(u.info.state)},
+                {"state_detail", u.info.state_detail}};
+  };
+  auto volume_json = [&](const VolumeInfo& v, bool detail) {
+    const auto* pool = volumes_.find_pool(v.pool_id);
+    json grants = json::array();
+    for (const Grant& g : catalog_.grants_of_volume(v.id)) {
+      const Client* c = catalog_.find_client(g.client_id);
+      grants.push_back({{"client", c->name}, {"client_id", c->id}, {"access", access_name(g.access)}});
+    }
+    json j = {{"id", v.id},
+              {"uuid", v.uuid.str()},
+              {"name", v.name},
+              {"namespace_index", info_.namespace_index},
+              {"pool", pool->name},
+              {"size_bytes", v.size_bytes},
+              {"block_size_bytes", v.block_size_bytes},
+              {"blocks", v.size_bytes / v.block_size_bytes},
+              {"layout", volmgr::layout_name(v.spec.layout)},
+              {"stripes", v.spec.stripes},
+              {"stripe_size_bytes", v.spec.stripe_size_bytes},
+              {"mirrors", v.spec.mirrors},
+              {"segment_count", v.segments.size()},
+              {"state", volume_state(volumes_, v)},
+              {"grants", grants},
+              {"created_ms", v.created_ms}};
+    if (detail) {
+      json segs = json::array();
+      for (const auto& s : v.segments) {
+        json areas = json::array();
+        for (const auto& a : s.areas) {
+          const auto* pv = volumes_.find_pv(a.pv_id);
+          areas.push_back({{"device", pv->path},
+                           {"device_id", pv->id},
+                           {"device_state", volmgr::pv_state_name(pv->state)},
+                           {"device_start_extent", a.pv_start_extent},
+                           {"extent_count", a.extent_count}});
+        }
+        segs.push_back({{"start_extent", s.start_extent},
+                        {"extent_count", s.extent_count},
+                        {"start_bytes", s.start_extent * pool->extent_size_bytes},
+                        {"size_bytes", s.extent_count * pool->extent_size_bytes},
+                        {"areas", areas}});
+      }
+      j["extent_size_bytes"] = pool->extent_size_bytes;
+      j["segments"] = segs;
+    }
+    return j;
+  };
+  auto client_json = [&](const Client& c) {
+    return json{{"id", c.id}, {"name", c.name}, {"node_key", c.node_key}, {"mode", c.mode},
+                {"created_ms", c.created_ms}};
+  };
+  auto grant_json = [&](const Grant& g) {
+    const VolumeInfo* v = volumes_.find_volume(g.volume_id);
+    const Client* c = catalog_.find_client(g.client_id);
+    return json{{"volume", v ? v->name : ""},     {"volume_id", g.volume_id},
+                {"namespace_index", info_.namespace_index},
+                {"client", c ? c->name : ""},     {"client_id", g.client_id},
+                {"access", access_name(g.access)}, {"created_ms", g.created_ms}};
+  };
+  auto find_volume = [&](const std::string& name) -> Result<const VolumeInfo*> {
+    const VolumeInfo* v = volumes_.find_volume(name);
+    if (v == nullptr)
+      return make_error(Errc::kNotFound,
+                        fmt::format("volume {} does not exist; `smgr -q` lists the volumes", name));
+    return v;
+  };
+
+  const std::string_view res = p.empty() ? std::string_view() : std::string_view(p[0]);
+
+  // GET /1.0
+  if (p.empty()) {
+    if (m != "GET") return method_not_allowed();
+    return ok(200, json{{"api_version", kApiVersion},
+                        {"product", "rsio"},
+                        {"version", info_.version},
+                        {"state_dir", info_.state_dir},
+                        {"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
+                        {"started_ms", info_.started_ms}});
+  }
+
+  if (res == "pools") {
+    if (p.size() == 1 && m == "GET") {
+      json list = json::array();
+      for (const auto& u : volumes_.pools()) list.push_back(pool_json(u));
+      return ok(200, json{{"pools", list}});
+    }
+    if (p.size() == 1 && m == "POST") {
+      auto body = parse_body(req.body, {"name", "extent_size_bytes", "default"});
+      if (!body) return fail(body.error());
+      volmgr::CreatePoolRequest r;
+      auto name = get_string(*body, "name", true);
+      if (!name) return fail(name.error());
+      r.name = *name;
+      auto ext = get_u64(*body, "extent_size_bytes", false);
+      if (!ext) return fail(ext.error());
+      if (*ext) r.extent_size_bytes = **ext;
+      auto def = get_bool(*body, "default");
+      if (!def) return fail(def.error());
+      r.make_default = *def;
+      auto created = volumes_.create_pool(r);
+      if (!created) return fail(created.error());
+      for (const auto& u : volumes_.pools())
+        if (u.info.id == created->id) return ok(201, pool_json(u));
+    }
+    if (p.size() == 2 && m == "DELETE") {
+      if (Status st = volumes_.delete_pool(p[1]); !st) return fail(st.error());
+      return ok(200, json{{"deleted", p[1]}});
+    }
+    return p.size() <= 2 ? method_not_allowed() : not_found();
+  }
+
+  if (res == "devices") {
+    if (p.size() != 1) return not_found();
+    if (m == "GET") {
+      json list = json::array();
+      for (const auto& u : volumes_.devices()) list.push_back(device_json(u));
+      return ok(200, json{{"devices", list}});
+    }
+    if (m == "POST") {
+      auto body = parse_body(req.body, {"path", "pool", "size_bytes", "force"});
+      if (!body) return fail(body.error());
+      volmgr::AddDeviceRequest r;
+      auto path = get_string(*body, "path", true);
+      if (!path) return fail(path.error());
+      r.path = *path;
+      auto pool = get_string(*body, "pool", false);
+      if (!pool) return fail(pool.error());
+      r.pool = *pool;
+      auto size = get_u64(*body, "size_bytes", false);
+      if (!size) return fail(size.error());
+      r.create_size_bytes = *size;
+      auto force = get_bool(*body, "force");
+      if (!force) return fail(force.error());
+      r.force = *force;
+      auto added = volumes_.add_device(r);
+      if (!added) return fail(added.error());
+      return ok(201, device_json(*added));
+    }
+    if (m == "DELETE") {
+      auto it = route.query.find("path");
+      if (it == route.query.end())
+        return fail(bad_request("DELETE /1.0/devices needs the query parameter path=DEVICE"));
+      if (Status st = volumes_.remove_device(it->second); !st) return fail(st.error());
+      return ok(200, json{{"removed", it->second}});
+    }
+    return method_not_allowed();
+  }
+
+  if (res == "volumes") {
+    if (p.size() == 1 && m == "GET") {
+      auto detail = query_flag(route, "detail");
+      if (!detail) return fail(detail.error());
+      json list = json::array();
+      for (const VolumeInfo* v : volumes_.volumes()) list.push_back(volume_json(*v, *detail));
+      return ok(200, json{{"volumes", list}});
+    }
+    if (p.size() == 1 && m == "POST") {
+      auto body = parse_body(req.body, {"name", "pool", "size_bytes", "layout", "stripes",
+                                        "stripe_size_bytes", "mirrors", "block_size_bytes"});
+      if (!body) return fail(body.error());
+      volmgr::CreateVolumeRequest r;
+      auto name = get_string(*body, "name", true);
+      if (!name) return fail(name.error());
+      r.name = *name;
+      auto pool = get_string(*body, "pool", false);
+      if (!pool) return fail(pool.error());
+      r.pool = *pool;
+      auto size = get_u64(*body, "size_bytes", true);
+      if (!size) return fail(size.error());
+      r.size_bytes = **size;
+      auto stripes = get_u64(*body, "stripes", false);
+      auto stripe_size = get_u64(*body, "stripe_size_bytes", false);
+      auto mirrors = get_u64(*body, "mirrors", false);
+      auto bs = get_u64(*body, "block_size_bytes", false);
+      auto layout_text = get_string(*body, "layout", false);
+      for (const auto* e : {&stripes, &stripe_size, &mirrors, &bs})
+        if (!*e) return fail(e->error());
+      if (!layout_text) return fail(layout_text.error());
+      // The layout follows from the counts unless named explicitly.
+      const uint64_t s = stripes->value_or(1), mi = mirrors->value_or(1);
+      if (s > 1 && mi > 1)
+        return fail(bad_request("a volume is either striped or mirrored, not both; choose "
+                                "--stripes or --mirrors"));
+      if (s > volmgr::kStripesMax || mi > volmgr::kMirrorsMax)
+        return fail(bad_request(fmt::format("at most {} stripes and {} mirrors",
+                                            volmgr::kStripesMax, volmgr::kMirrorsMax)));
+      Layout layout = s > 1 ? Layout::kStriped : mi > 1 ? Layout::kMirrored : Layout::kLinear;
+      if (!layout_text->empty()) {
+        auto named = volmgr::parse_layout(*layout_text);
+        if (!named) return fail(bad_request("layout must be linear, striped or mirrored"));
+        layout = *named;
+      }
+      if (stripe_size->has_value() && layout != Layout::kStriped)
+        return fail(bad_request("a stripe size needs a striped layout (--stripes N with N >= 2)"));
+      r.spec.layout = layout;
+      r.spec.stripes = static_cast<uint32_t>(s);
+      r.spec.mirrors = static_cast<uint32_t>(mi);
+      r.spec.stripe_size_bytes = stripe_size->value_or(0);
+      r.block_size_bytes = bs->value_or(512);
+      auto created = volumes_.create_volume(r);
+      if (!created) return fail(created.error());
+      json j = volume_json(*created, true);
+      j["requested_size_bytes"] = r.size_bytes;
+      return ok(201, j);
+    }
+    if (p.size() == 2) {
+      auto v = find_volume(p[1]);
+      if (!v) return fail(v.error());
+      if (m == "GET") return ok(200, volume_json(**v, true));
+      if (m == "PATCH") {
+        auto body = parse_body(req.body, {"size_bytes", "name", "force"});
+        if (!body) return fail(body.error());
+        auto size = get_u64(*body, "size_bytes", false);
+        if (!size) return fail(size.error());
+        auto name = get_string(*body, "name", false);
+        if (!name) return fail(name.error());
+        auto force = get_bool(*body, "force");
+        if (!force) return fail(force.error());
+        if (!size->has_value() && name->empty())
+          return fail(bad_request("PATCH needs size_bytes and/or name"));
+        std::string current = (*v)->name;
+        // Validate both changes before applying either, so a bad request changes nothing.
+        if (!name->empty()) {
+          if (Status st = validate_name(*name, "volume name"); !st) return fail(st.error());
+        }
+        if (!name->empty() && *name != current && volumes_.find_volume(*name) != nullptr)
+          return fail(make_error(Errc::kAlreadyExists, fmt::format("volume '{}' already exists", *name)));
+        if (size->has_value()) {
+          auto r = volumes_.resize_volume(current, **size, *force);
+          if (!r) return fail(r.error());
+        }
+        if (!name->empty()) {
+          auto r = volumes_.rename_volume(current, *name);
+          if (!r) return fail(r.error());
+          current = *name;
+        }
+        return ok(200, volume_json(*volumes_.find_volume(current), true));
+      }
+      if (m == "DELETE") {
+        auto force = query_flag(route, "force");
+        if (!force) return fail(force.error());
+        const int64_t id = (*v)->id;
+        Status st = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
+          return catalog_.check_and_drop_grants(db, vol.id, vol.name, *force);
+        });
+        if (!st) return fail(st.error());
+        catalog_.forget_volume(id);
+        return ok(200, json{{"deleted", p[1]}});
+      }
+      return method_not_allowed();
+    }
+    return not_found();
+  }
+
+  if (res == "clients") {
+    if (p.size() == 1 && m == "GET") {
+      json list = json::array();
+      for (const Client* c : catalog_.clients()) list.push_back(client_json(*c));
+      return ok(200, json{{"clients", list}});
+    }
+    if (p.size() == 1 && m == "POST") {
+      auto body = parse_body(req.body, {"name", "node_key"});
+      if (!body) return fail(body.error());
+      auto name = get_string(*body, "name", true);
+      if (!name) return fail(name.error());
+      auto key = get_string(*body, "node_key", true);
+      if (!key) return fail(key.error());
+      auto c = catalog_.add_client(*name, *key);
+      if (!c) return fail(c.error());
+      return ok(201, client_json(*c));
+    }
+    if (p.size() == 2 && m == "GET") {
+      const Client* c = catalog_.find_client(p[1]);
+      if (c == nullptr) return fail(make_error(Errc::kNotFound, fmt::format("node {} does not exist", p[1])));
+      return ok(200, client_json(*c));
+    }
+    if (p.size() == 2 && m == "DELETE") {
+      auto force = query_flag(route, "force");
+      if (!force) return fail(force.error());
+      if (Status st = catalog_.delete_client(p[1], *force); !st) return fail(st.error());
+      return ok(200, json{{"deleted", p[1]}});
+    }
+    return p.size() <= 2 ? method_not_allowed() : not_found();
+  }
+
+  if (res == "grants") {
+    if (p.size() == 1 && m == "GET") {
+      json list = json::array();
+      for (const Grant& g : catalog_.grants()) list.push_back(grant_json(g));
+      return ok(200, json{{"grants", list}});
+    }
+    if (p.size() == 1 && m == "POST") {
+      auto body = parse_body(req.body, {"volume", "client", "access"});
+      if (!body) return fail(body.error());
+      auto vol = get_string(*body, "volume", true);
+      if (!vol) return fail(vol.error());
+      auto client = get_string(*body, "client", true);
+      if (!client) return fail(client.error());
+      auto access_text = get_string(*body, "access", false);
+      if (!access_text) return fail(access_text.error());
+      Access access = Access::kReadWrite;
+      if (*access_text == "ro") access = Access::kReadOnly;
+      else if (!access_text->empty() && *access_text != "rw")
+        return fail(bad_request("access must be \"rw\" or \"ro\""));
+      auto v = find_volume(*vol);
+      if (!v) return fail(v.error());
+      auto g = catalog_.grant((*v)->id, *client, access);
+      if (!g) return fail(g.error());
+      return ok(201, grant_json(*g));
+    }
+    if (p.size() == 3 && m == "DELETE") {
+      auto v = find_volume(p[1]);
+      if (!v) return fail(v.error());
+      if (Status st = catalog_.revoke((*v)->id, p[2]); !st) return fail(st.error());
+      return ok(200, json{{"revoked", {{"volume", p[1]}, {"client", p[2]}}}});
+    }
+    return p.size() <= 3 ? method_not_allowed() : not_found();
+  }
+
+  // Sessions and open volumes belong to the RSIO export service; until a listener runs
+  // there are none, but the resources exist so scripts can rely on them.
+  if (res == "sessions" && p.size() == 1) {
+    if (m != "GET") return method_not_allowed();
+    return ok(200, json{{"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
+                        {"sessions", json::array()}});
+  }
+  if (res == "opens" && p.size() == 1) {
+    if (m != "GET") return method_not_allowed();
+    json list = json::array();
+    for (const VolumeInfo* v : volumes_.volumes())
+      list.push_back({{"volume", v->name}, {"volume_id", v->id},
+                      {"namespace_index", info_.namespace_index}, {"openers", json::array()}});
+    return ok(200, json{{"volumes", list}});
+  }
+  return not_found();
+}
+
+}  // namespace rsio::appliance

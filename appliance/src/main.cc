@@ -1,0 +1,255 @@
+// rsiod, the RSIO appliance daemon.
+//
+// Thread model: the main thread runs the I/O io_context (management API connections,
+// signals). One metadata thread runs its own io_context and owns SQLite, the volume manager
+// and the catalog; nothing else touches them.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <filesystem>
+#include <fmt/format.h>
+#include <thread>
+
+#ifdef RSIO_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "appliance/api.h"
+#include "appliance/api_server.h"
+#include "appliance/catalog.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "db/migrate.h"
+#include "db/sqlite.h"
+#include "volmgr/volume_manager.h"
+
+#ifndef RSIO_VERSION
+#define RSIO_VERSION "0.0.0"
+#endif
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace rsio;
+
+void notify(const char* state) {
+#ifdef RSIO_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+struct Options {
+  std::string state_dir = "/var/lib/rsio";
+  std::string socket_path = "/run/rsio/rsiod.sock";
+  std::string init_pool_size;
+  std::string log_level = "info";
+};
+
+// Holds an exclusive lock on the state directory for the daemon's lifetime, so two daemons
+// never share one database.
+Result<int> lock_state_dir(const std::string& dir) {
+  const std::string path = dir + "/rsiod.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_error(fmt::format("open {}", path), errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    return make_error(Errc::kInUse,
+                      fmt::format("another rsiod (pid {}) is using the state directory {}; stop "
+                                  "it first or choose another --state-dir",
+                                  n > 0 ? std::string(buf, static_cast<size_t>(n)) : "?", dir));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) == 0) {
+    ssize_t ignored = ::pwrite(fd, pid.data(), pid.size(), 0);
+    (void)ignored;
+  }
+  return fd;
+}
+
+Status ensure_dir(const std::string& dir, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return make_error(Errc::kIo, fmt::format("cannot create directory {}: {}", dir, ec.message()));
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return make_error(Errc::kIo, fmt::format("{} is not a directory", dir));
+  (void)mode;
+  return {};
+}
+
+// Creates the default pool on a sparse file in the state directory, on first start only.
+Status init_default_pool(volmgr::VolumeManager& vm, const std::string& state_dir, uint64_t size_bytes) {
+  if (!vm.pools().empty()) {
+    log::info("--init-pool-size ignored: the appliance already has pools");
+    return {};
+  }
+  RSIO_TRY(volmgr::PoolInfo pool, vm.create_pool({"default", volmgr::kDefaultExtentSizeBytes, true}));
+  const std::string pool_dir = state_dir + "/pools";
+  RSIO_TRY_STATUS(ensure_dir(pool_dir, 0700));
+  volmgr::AddDeviceRequest add;
+  add.pool = pool.name;
+  add.path = pool_dir + "/default-0.img";
+  add.create_size_bytes = size_bytes;
+  RSIO_TRY(auto pv, vm.add_device(add));
+  log::info("default pool created on {} ({})", pv.info.path, format_size(pv.info.size_bytes));
+  return {};
+}
+
+int run(const Options& opt) {
+  if (opt.log_level == "debug") log::set_min_level(log::Level::kDebug);
+  else if (opt.log_level == "warning") log::set_min_level(log::Level::kWarning);
+  else if (opt.log_level == "error") log::set_min_level(log::Level::kError);
+
+  std::optional<uint64_t> init_pool_bytes;
+  if (!opt.init_pool_size.empty()) {
+    auto size = parse_size(opt.init_pool_size);
+    if (!size) {
+      log::error("--init-pool-size: {}", size.error().message);
+      return 2;
+    }
+    init_pool_bytes = *size;
+  }
+
+  const std::string state_dir = std::filesystem::absolute(opt.state_dir).lexically_normal().string();
+  if (Status st = ensure_dir(state_dir, 0700); !st) {
+    log::error("{}", st.error().message);
+    return 1;
+  }
+  ::chmod(state_dir.c_str(), 0700);
+  auto lock = lock_state_dir(state_dir);
+  if (!lock) {
+    log::error("{}", lock.error().message);
+    return 1;
+  }
+  const std::string socket_dir = std::filesystem::path(opt.socket_path).parent_path().string();
+  if (!socket_dir.empty()) {
+    if (Status st = ensure_dir(socket_dir, 0755); !st) {
+      log::error("{}", st.error().message);
+      return 1;
+    }
+  }
+
+  // Everything that touches SQLite lives on the metadata thread from here on; start-up runs
+  // there too, synchronously, before the API accepts connections.
+  asio::io_context meta_io(1);
+  auto meta_guard = asio::make_work_guard(meta_io);
+  std::unique_ptr<db::Database> database;
+  std::unique_ptr<volmgr::VolumeManager> volumes;
+  std::unique_ptr<appliance::Catalog> catalog;
+  std::unique_ptr<appliance::Api> api;
+
+  const std::string db_path = state_dir + "/rsio.db";
+  auto db = db::Database::open(db_path, true);
+  if (!db) {
+    log::error("cannot start: {}", db.error().message);
+    return 1;
+  }
+  database = std::move(*db);
+  if (Status st = db::migrate(*database, db::builtin_migrations()); !st) {
+    log::error("cannot start: {}", st.error().message);
+    return 1;
+  }
+  auto vm = volmgr::VolumeManager::open(*database);
+  if (!vm) {
+    log::error("cannot start: database {}: {}", db_path, vm.error().message);
+    return 1;
+  }
+  volumes = std::move(*vm);
+  auto cat = appliance::Catalog::open(*database);
+  if (!cat) {
+    log::error("cannot start: database {}: {}", db_path, cat.error().message);
+    return 1;
+  }
+  catalog = std::move(*cat);
+  if (init_pool_bytes) {
+    if (Status st = init_default_pool(*volumes, state_dir, *init_pool_bytes); !st) {
+      log::error("cannot create the default pool: {}", st.error().message);
+      return 1;
+    }
+  }
+  api = std::make_unique<appliance::Api>(
+      *volumes, *catalog,
+      appliance::ApiInfo{RSIO_VERSION, state_dir, "rsio", 0, now_ms()});
+
+  asio::io_context io(1);
+  auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);
+  if (!server) {
+    log::error("cannot start: {}", server.error().message);
+    return 1;
+  }
+  std::thread meta_thread([&] { meta_io.run(); });
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    log::info("signal {} received, shutting down", sig);
+    notify("STOPPING=1");
+    (*server)->stop();
+  });
+  ::signal(SIGPIPE, SIG_IGN);
+
+  (*server)->start();
+  size_t pools = 0, vols = volumes->volumes().size();
+  pools = volumes->pools().size();
+  log::info("rsiod {} ready: state_dir={} socket={} pools={} volumes={} clients={}", RSIO_VERSION,
+            state_dir, opt.socket_path, pools, vols, catalog->clients().size());
+  notify("READY=1");
+
+  io.run();  // returns once the server stopped and its connections are gone
+
+  meta_guard.reset();
+  meta_thread.join();
+  api.reset();
+  catalog.reset();
+  volumes.reset();
+  database.reset();
+  ::close(*lock);
+  log::info("rsiod stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  CLI::App app{
+      "rsiod - the RSIO appliance daemon.\n\n"
+      "Owns the metadata database and the storage pools in the state directory and serves\n"
+      "the management API (used by smgr and rsadmin) on a root-only Unix socket.\n"};
+  app.get_formatter()->column_width(34);
+  app.add_option("--state-dir", opt.state_dir, "State directory: database, default pool files")
+      ->capture_default_str();
+  app.add_option("--socket", opt.socket_path, "Management API socket")
+      ->envname("RSIO_SOCKET")
+      ->capture_default_str();
+  app.add_option("--init-pool-size", opt.init_pool_size,
+                 "On first start, create the default pool on a sparse file of this size in "
+                 "the state directory (e.g. 10g)");
+  app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
+      ->capture_default_str();
+  app.set_version_flag("--version", RSIO_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    return run(opt);
+  } catch (const std::exception& e) {
+    log::error("fatal: {}", e.what());
+    return 1;
+  }
+}

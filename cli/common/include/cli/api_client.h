@@ -1,0 +1,59 @@
+// What smgr and rsadmin share: a synchronous client of rsiod's management API, exit codes,
+// and the CLI11 wrapper that maps parse errors to exit code 2.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include <stdexcept>
+
+namespace rsio::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+
+inline constexpr const char* kDefaultSocket = "/run/rsio/rsiod.sock";
+
+class ApiClient {
+ public:
+  explicit ApiClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}
+
+  // Sends one request and returns the JSON reply. Errors: kUnavailable (rsiod not running,
+  // with how to start it), kPermissionDenied (not root), and the error rsiod answered with.
+  Result<nlohmann::json> call(const std::string& method, const std::string& target,
+                              const std::optional<nlohmann::json>& body = std::nullopt);
+
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  std::string socket_path_;
+};
+
+// Percent-encodes a path segment or query value.
+std::string url_encode(std::string_view s);
+
+// Adds --socket (with RSIO_SOCKET) to `app`, bound to `socket_path`.
+void add_socket_option(CLI::App& app, std::string& socket_path);
+
+// A command line that parses but makes no sense (no action, conflicting actions, a bad
+// size). Thrown by a command's body, reported with exit code kExitUsage.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parses a size option value; throws UsageError naming the option when it is invalid.
+uint64_t parse_size_option(const std::string& option, const std::string& text);
+
+// Parses argv with CLI11 and runs `body`; maps CLI11's exit codes and UsageError to
+// kExitUsage, prints Errors as "PROGRAM: message" and returns kExitFailed for them.
+int run_cli(CLI::App& app, int argc, char** argv, const std::function<Status()>& body);
+
+// Removes trailing spaces, for fixed-width columns at the end of a line.
+std::string rstrip(std::string s);
+
+}  // namespace rsio::cli

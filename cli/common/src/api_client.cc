@@ -1,0 +1,133 @@
+#include "cli/api_client.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include "common/units.h"
+
+namespace rsio::cli {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using nlohmann::json;
+
+namespace {
+
+Errc errc_from_name(std::string_view name) {
+  for (Errc c : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kAlreadyExists, Errc::kNoSpace,
+                 Errc::kInUse, Errc::kIo, Errc::kCorrupt, Errc::kUnsupportedVersion,
+                 Errc::kPermissionDenied, Errc::kUnavailable, Errc::kInternal})
+    if (errc_name(c) == name) return c;
+  return Errc::kInternal;
+}
+
+}  // namespace
+
+std::string url_encode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
+Result<json> ApiClient::call(const std::string& method, const std::string& target,
+                             const std::optional<json>& body) {
+  asio::io_context io;
+  asio::local::stream_protocol::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect(asio::local::stream_protocol::endpoint(socket_path_), ec);
+  if (ec) {
+    if (ec == asio::error::access_denied || ec == asio::error::no_permission)
+      return make_error(Errc::kPermissionDenied,
+                        fmt::format("permission denied on {}: the management API is root-only; "
+                                    "run this command as root (sudo)",
+                                    socket_path_));
+    return make_error(Errc::kUnavailable,
+                      fmt::format("cannot reach rsiod at {} ({}): is it running? Start it with "
+                                  "`systemctl start rsiod`, or `rsiod --state-dir DIR --socket "
+                                  "{}`; use --socket or RSIO_SOCKET for another appliance",
+                                  socket_path_, ec.message(), socket_path_));
+  }
+  http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+  req.set(http::field::host, "rsiod");
+  req.set(http::field::user_agent, "rsio-cli");
+  if (body) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body->dump();
+  }
+  req.keep_alive(false);
+  req.prepare_payload();
+  http::write(socket, req, ec);
+  if (ec)
+    return make_error(Errc::kUnavailable,
+                      fmt::format("sending to rsiod at {} failed: {}", socket_path_, ec.message()));
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1ULL << 30);
+  http::read(socket, buffer, parser, ec);
+  if (ec)
+    return make_error(Errc::kUnavailable,
+                      fmt::format("reading rsiod's reply from {} failed: {}", socket_path_, ec.message()));
+  auto res = parser.release();
+  json j = json::parse(res.body(), nullptr, false);
+  if (j.is_discarded())
+    return make_error(Errc::kInternal, fmt::format("rsiod answered {} with a body that is not "
+                                                   "JSON",
+                                                   res.result_int()));
+  if (res.result_int() >= 300) {
+    if (j.contains("error") && j["error"].is_object())
+      return make_error(errc_from_name(j["error"].value("code", "internal")),
+                        j["error"].value("message", "unknown error"));
+    return make_error(Errc::kInternal, fmt::format("rsiod answered HTTP {}", res.result_int()));
+  }
+  // json converts implicitly to almost anything, so name the alternative explicitly.
+  return Result<json>(boost::system::in_place_value, std::move(j));
+}
+
+void add_socket_option(CLI::App& app, std::string& socket_path) {
+  app.add_option("--socket", socket_path,
+                 "rsiod's management socket (default /run/rsio/rsiod.sock, or $RSIO_SOCKET)")
+      ->envname("RSIO_SOCKET");
+}
+
+int run_cli(CLI::App& app, int argc, char** argv, const std::function<Status()>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints help, version or the parse error
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  try {
+    Status st = body();
+    if (!st) {
+      fmt::print(stderr, "{}: {}\n", app.get_name(), st.error().message);
+      return kExitFailed;
+    }
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "{}: {}\nRun with --help for usage.\n", app.get_name(), e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: {}\n", app.get_name(), e.what());
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+uint64_t parse_size_option(const std::string& option, const std::string& text) {
+  auto size = parse_size(text);
+  if (!size) throw UsageError(fmt::format("{}: {}", option, size.error().message));
+  return *size;
+}
+
+std::string rstrip(std::string s) {
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+}  // namespace rsio::cli

@@ -1,0 +1,277 @@
+// smgr: the volume manager CLI. Creates, lists, resizes, renames and deletes volumes, and
+// manages pools and their devices. Thin: parses, calls rsiod's management API, prints.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <string>
+#include <vector>
+
+#include "cli/api_client.h"
+#include "common/units.h"
+
+using nlohmann::json;
+using namespace rsio;
+using namespace rsio::cli;
+
+namespace {
+
+struct Args {
+  std::string create;
+  std::string size;
+  std::string pool;
+  uint32_t stripes = 0;
+  std::string stripe_size;
+  uint32_t mirrors = 0;
+  uint32_t block_size = 0;
+  bool query = false;
+  int verbose = 0;
+  std::string resize;
+  std::string remove;
+  std::vector<std::string> rename;
+  bool force = false;
+  std::string create_pool;
+  std::string extent_size;
+  bool make_default = false;
+  std::string delete_pool;
+  bool list_pools = false;
+  std::string add_device;
+  std::string remove_device;
+  bool list_devices = false;
+  bool json_out = false;
+  std::string socket = kDefaultSocket;
+};
+
+void print_json(const json& j) { fmt::print("{}\n", j.dump(2)); }
+
+uint64_t u64(const json& j, const char* key) { return j[key].get<uint64_t>(); }
+std::string str(const json& j, const char* key) { return j[key].get<std::string>(); }
+
+std::string layout_text(const json& v) {
+  const std::string layout = str(v, "layout");
+  if (layout == "striped")
+    return fmt::format("striped {}x{}", u64(v, "stripes"), format_size(u64(v, "stripe_size_bytes")));
+  if (layout == "mirrored") return fmt::format("mirrored {}-way", u64(v, "mirrors"));
+  return layout;
+}
+
+Status list_volumes(ApiClient& api, const Args& a) {
+  RSIO_TRY(json r, api.call("GET", a.verbose > 0 ? "/1.0/volumes?detail=true" : "/1.0/volumes"));
+  if (a.json_out) {
+    print_json(r);
+    return {};
+  }
+  fmt::print("{}\n", rstrip(fmt::format("{:>4} {:<16} {:>11} {:>12} {:>5}  {:<20} {:<12} {:<11} {}",
+                                        "id", "volume", "size", "blocks", "bs", "layout", "pool",
+                                        "state", "granted to")));
+  for (const auto& v : r["volumes"]) {
+    std::vector<std::string> who;
+    for (const auto& g : v["grants"])
+      who.push_back(str(g, "client") + (g["access"] == "ro" ? "(ro)" : ""));
+    fmt::print("{}\n", rstrip(fmt::format("{:04} {:<16} {:>11} {:>12} {:>5}  {:<20} {:<12} {:<11} {}",
+                                          v["id"].get<int64_t>(), str(v, "name"),
+                                          format_size(u64(v, "size_bytes")), u64(v, "blocks"),
+                                          u64(v, "block_size_bytes"), layout_text(v), str(v, "pool"),
+                                          str(v, "state"), fmt::join(who, ","))));
+    if (a.verbose == 0) continue;
+    const std::string layout = str(v, "layout");
+    const char* area_word = layout == "striped" ? "stripe" : layout == "mirrored" ? "leg" : "area";
+    size_t i = 0;
+    for (const auto& s : v["segments"]) {
+      const uint64_t first = u64(s, "start_extent");
+      fmt::print("     segment {}: extents {}-{} ({} at offset {})\n", i++, first,
+                 first + u64(s, "extent_count") - 1, format_size(u64(s, "size_bytes")),
+                 format_size(u64(s, "start_bytes")));
+      size_t k = 0;
+      for (const auto& ar : s["areas"]) {
+        const uint64_t pv_first = u64(ar, "device_start_extent");
+        fmt::print("       {} {}: {} extents {}-{}{}\n", area_word, k++, str(ar, "device"),
+                   pv_first, pv_first + u64(ar, "extent_count") - 1,
+                   ar["device_state"] == "ok" ? "" : " [" + str(ar, "device_state") + "]");
+      }
+    }
+  }
+  return {};
+}
+
+Status list_pools(ApiClient& api, const Args& a) {
+  RSIO_TRY(json r, api.call("GET", "/1.0/pools"));
+  if (a.json_out) {
+    print_json(r);
+    return {};
+  }
+  fmt::print("{:<16} {:>10} {:>11} {:>11} {:>8} {:>8}  {}\n", "pool", "extent", "size", "free",
+             "devices", "volumes", "default");
+  for (const auto& p : r["pools"])
+    fmt::print("{}\n", rstrip(fmt::format("{:<16} {:>10} {:>11} {:>11} {:>8} {:>8}  {}", str(p, "name"),
+                                          format_size(u64(p, "extent_size_bytes")),
+                                          format_size(u64(p, "size_bytes")),
+                                          format_size(u64(p, "free_bytes")), u64(p, "device_count"),
+                                          u64(p, "volume_count"), p["default"].get<bool>() ? "*" : "")));
+  return {};
+}
+
+Status list_devices(ApiClient& api, const Args& a) {
+  RSIO_TRY(json r, api.call("GET", "/1.0/devices"));
+  if (a.json_out) {
+    print_json(r);
+    return {};
+  }
+  fmt::print("{:>4} {:<40} {:<12} {:<5} {:>11} {:>11} {:>11}  {}\n", "id", "device", "pool", "kind",
+             "size", "used", "free", "state");
+  for (const auto& d : r["devices"])
+    fmt::print("{:04} {:<40} {:<12} {:<5} {:>11} {:>11} {:>11}  {}\n", d["id"].get<int64_t>(),
+               str(d, "path"), str(d, "pool"), str(d, "kind"), format_size(u64(d, "size_bytes")),
+               format_size(u64(d, "used_bytes")), format_size(u64(d, "free_bytes")),
+               d["state"] == "ok" ? std::string("ok") : str(d, "state") + ": " + str(d, "state_detail"));
+  return {};
+}
+
+void note_rounding(uint64_t requested, const json& v) {
+  if (u64(v, "size_bytes") != requested)
+    fmt::print(stderr, "smgr: note: size rounded up to {} ({} blocks): volumes are allocated in "
+               "whole extents of {}\n",
+               format_size(u64(v, "size_bytes")), u64(v, "blocks"),
+               format_size(u64(v, "extent_size_bytes")));
+}
+
+Status run(ApiClient& api, const Args& a) {
+  const int actions = int{!a.create.empty()} + int{a.query} + int{!a.resize.empty()} +
+                      int{!a.remove.empty()} + int{!a.rename.empty()} + int{!a.create_pool.empty()} +
+                      int{!a.delete_pool.empty()} + int{a.list_pools} + int{!a.add_device.empty()} +
+                      int{!a.remove_device.empty()} + int{a.list_devices};
+  if (actions == 0)
+    throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
+  if (actions > 1) throw UsageError("give one action at a time");
+  const bool sized = !a.create.empty() || !a.resize.empty() || !a.add_device.empty();
+  if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");
+  if ((a.stripes || a.mirrors || !a.stripe_size.empty() || a.block_size) && a.create.empty())
+    throw UsageError("--stripes, --stripe-size, --mirrors and --block-size belong to -c");
+  if (!a.extent_size.empty() && a.create_pool.empty())
+    throw UsageError("--extent-size belongs to --create-pool");
+
+  if (a.query) return list_volumes(api, a);
+  if (a.list_pools) return list_pools(api, a);
+  if (a.list_devices) return list_devices(api, a);
+
+  if (!a.create.empty()) {
+    if (a.size.empty()) throw UsageError("-c/--create needs a size: -S SIZE (e.g. -S 1g)");
+    const uint64_t size = parse_size_option("-S/--size", a.size);
+    json body = {{"name", a.create}, {"size_bytes", size}};
+    if (!a.pool.empty()) body["pool"] = a.pool;
+    if (a.stripes) body["stripes"] = a.stripes;
+    if (a.mirrors) body["mirrors"] = a.mirrors;
+    if (!a.stripe_size.empty()) body["stripe_size_bytes"] = parse_size_option("--stripe-size", a.stripe_size);
+    if (a.block_size) body["block_size_bytes"] = a.block_size;
+    RSIO_TRY(json v, api.call("POST", "/1.0/volumes", body));
+    if (a.json_out) print_json(v);
+    else note_rounding(size, v);
+    return {};
+  }
+  if (!a.resize.empty()) {
+    if (a.size.empty()) throw UsageError("-r/--resize needs the new size: -S SIZE");
+    const uint64_t size = parse_size_option("-S/--size", a.size);
+    RSIO_TRY(json v, api.call("PATCH", "/1.0/volumes/" + url_encode(a.resize),
+                              json{{"size_bytes", size}, {"force", a.force}}));
+    if (a.json_out) print_json(v);
+    else {
+      note_rounding(size, v);
+      fmt::print("volume {} is now {} ({} blocks)\n", str(v, "name"), format_size(u64(v, "size_bytes")),
+                 u64(v, "blocks"));
+    }
+    return {};
+  }
+  if (!a.remove.empty()) {
+    RSIO_TRY(json r, api.call("DELETE", "/1.0/volumes/" + url_encode(a.remove) +
+                                            (a.force ? "?force=true" : "")));
+    if (a.json_out) print_json(r);
+    else fmt::print("volume {} deleted\n", a.remove);
+    return {};
+  }
+  if (!a.rename.empty()) {
+    RSIO_TRY(json v, api.call("PATCH", "/1.0/volumes/" + url_encode(a.rename[0]),
+                              json{{"name", a.rename[1]}}));
+    if (a.json_out) print_json(v);
+    else fmt::print("volume {} renamed to {}\n", a.rename[0], str(v, "name"));
+    return {};
+  }
+  if (!a.create_pool.empty()) {
+    json body = {{"name", a.create_pool}, {"default", a.make_default}};
+    if (!a.extent_size.empty()) body["extent_size_bytes"] = parse_size_option("--extent-size", a.extent_size);
+    RSIO_TRY(json p, api.call("POST", "/1.0/pools", body));
+    if (a.json_out) print_json(p);
+    else
+      fmt::print("pool {} created (extent size {}{})\n", str(p, "name"),
+                 format_size(u64(p, "extent_size_bytes")), p["default"].get<bool>() ? ", default" : "");
+    return {};
+  }
+  if (!a.delete_pool.empty()) {
+    RSIO_TRY(json r, api.call("DELETE", "/1.0/pools/" + url_encode(a.delete_pool)));
+    if (a.json_out) print_json(r);
+    else fmt::print("pool {} deleted\n", a.delete_pool);
+    return {};
+  }
+  if (!a.add_device.empty()) {
+    json body = {{"path", a.add_device}, {"force", a.force}};
+    if (!a.pool.empty()) body["pool"] = a.pool;
+    if (!a.size.empty()) body["size_bytes"] = parse_size_option("-S/--size", a.size);
+    RSIO_TRY(json d, api.call("POST", "/1.0/devices", body));
+    if (a.json_out) print_json(d);
+    else
+      fmt::print("device {} added to pool {}: {}, {} extents\n", str(d, "path"), str(d, "pool"),
+                 format_size(u64(d, "size_bytes")), u64(d, "extent_count"));
+    return {};
+  }
+  RSIO_TRY(json r, api.call("DELETE", "/1.0/devices?path=" + url_encode(a.remove_device)));
+  if (a.json_out) print_json(r);
+  else fmt::print("device {} removed\n", a.remove_device);
+  return {};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{
+      "smgr - the RSIO volume manager.\n\n"
+      "Sizes: bytes, or a number with K, M, G, T, P (powers of 1024, e.g. 512M, 1g, 1.5T),\n"
+      "or 512-byte sectors with s (2097152s).\n\n"
+      "Examples:\n"
+      "  smgr -c eisberg -S 1g                  create a 1 GiB volume in the default pool\n"
+      "  smgr -c fast -S 10g --stripes 2        striped over two devices\n"
+      "  smgr -c safe -S 10g --mirrors 2        mirrored on two devices\n"
+      "  smgr -q / -qv                          list volumes (-qv: segments and devices)\n"
+      "  smgr -r eisberg -S 2g                  grow a volume (shrinking needs --force)\n"
+      "  smgr --create-pool big --extent-size 16M\n"
+      "  smgr -a /dev/sdb -p big                add a block device to a pool\n"
+      "  smgr -a /srv/pool1.img -S 100g         create a sparse file and add it\n"
+      "  smgr -P / -D                           list pools / devices\n",
+      "smgr"};
+  app.get_formatter()->column_width(32);
+  app.add_option("-c,--create", a.create, "Create a volume with this name")->type_name("NAME");
+  app.add_option("-S,--size", a.size, "Size for -c, -r, or of a file to create with -a")->type_name("SIZE");
+  app.add_option("-p,--pool", a.pool, "Pool for -c or -a (default: the default pool)")->type_name("POOL");
+  app.add_option("--stripes", a.stripes, "With -c: stripe over N devices")->type_name("N");
+  app.add_option("--stripe-size", a.stripe_size, "With -c: stripe size (default 64K)")->type_name("SIZE");
+  app.add_option("--mirrors", a.mirrors, "With -c: keep N copies on distinct devices")->type_name("N");
+  app.add_option("--block-size", a.block_size, "With -c: logical block size, 512 or 4096")->type_name("BYTES");
+  app.add_flag("-q,--query", a.query, "List volumes");
+  app.add_flag("-v,--verbose", a.verbose, "With -q: show segments and devices");
+  app.add_option("-r,--resize", a.resize, "Resize a volume to -S SIZE")->type_name("NAME");
+  app.add_option("-d,--delete", a.remove, "Delete a volume (refused while granted)")->type_name("NAME");
+  app.add_option("-n,--rename", a.rename, "Rename a volume")->expected(2)->type_name("NAME NEWNAME");
+  app.add_flag("-f,--force", a.force, "Allow shrinking, deleting a granted volume, overwriting a labelled device");
+  app.add_option("--create-pool", a.create_pool, "Create a pool")->type_name("NAME");
+  app.add_option("--extent-size", a.extent_size, "With --create-pool: extent size (default 4M)")->type_name("SIZE");
+  app.add_flag("--default", a.make_default, "With --create-pool: make it the default pool");
+  app.add_option("--delete-pool", a.delete_pool, "Delete an empty pool")->type_name("NAME");
+  app.add_flag("-P,--pools", a.list_pools, "List pools");
+  app.add_option("-a,--add-device", a.add_device, "Add a block device or file to a pool")->type_name("PATH");
+  app.add_option("--remove-device", a.remove_device, "Remove an unused device from its pool")->type_name("PATH");
+  app.add_flag("-D,--devices", a.list_devices, "List devices with used and free space");
+  app.add_flag("--json", a.json_out, "Print the API's JSON instead of tables");
+  add_socket_option(app, a.socket);
+  return run_cli(app, argc, argv, [&] {
+    ApiClient api(a.socket);
+    return run(api, a);
+  });
+}

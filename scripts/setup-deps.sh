@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every package RSIO needs to build and test, from Debian 12's archive.
+# Safe to run repeatedly; does nothing for packages already installed.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup-deps: must run as root (it installs Debian packages with apt-get)" >&2
+  echo "setup-deps: try: sudo $0" >&2
+  exit 1
+fi
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # libraries
+  libboost1.81-dev liburing-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
+  libssl-dev libsystemd-dev libfmt-dev
+  # tests
+  libgtest-dev libgmock-dev sqlite3
+  # tools the walk-through and tests use
+  e2fsprogs util-linux procps curl python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+echo "setup-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "setup-deps: done"

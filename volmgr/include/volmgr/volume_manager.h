@@ -1,0 +1,128 @@
+// The volume manager: pools, physical volumes and volumes, kept in memory for fast reads and
+// persisted to the metadata database with one transaction per operation.
+//
+// Thread-safety: not thread-safe. rsiod calls it from its metadata thread only; the device
+// operations (label reads/writes, sparse file creation) block that thread briefly.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/result.h"
+#include "db/sqlite.h"
+#include "volmgr/allocator.h"
+#include "volmgr/model.h"
+
+namespace rsio::volmgr {
+
+inline constexpr uint64_t kExtentSizeMinBytes = 64ULL << 10;
+inline constexpr uint64_t kExtentSizeMaxBytes = 1ULL << 30;
+
+struct CreatePoolRequest {
+  std::string name;
+  uint64_t extent_size_bytes = kDefaultExtentSizeBytes;
+  bool make_default = false;  // the first pool is always made the default
+};
+
+struct AddDeviceRequest {
+  std::string pool;  // empty: the default pool
+  std::string path;
+  std::optional<uint64_t> create_size_bytes;  // create a sparse file of this size first
+  bool force = false;  // overwrite a foreign or damaged label / other content
+};
+
+struct CreateVolumeRequest {
+  std::string name;
+  std::string pool;  // empty: the default pool
+  uint64_t size_bytes = 0;
+  LayoutSpec spec;
+  uint64_t block_size_bytes = 512;
+};
+
+struct PoolUsage {
+  PoolInfo info;
+  size_t pv_count = 0;
+  uint64_t extent_count = 0;
+  uint64_t free_extents = 0;
+  size_t volume_count = 0;
+};
+
+struct PvUsage {
+  PvInfo info;
+  std::string pool_name;
+  uint64_t free_extents = 0;
+};
+
+class VolumeManager {
+ public:
+  // Loads pools, PVs and volumes from `db` (already migrated) and verifies each PV's label;
+  // a PV whose file is missing or whose label does not match is marked so and receives no
+  // allocations, but rsiod still starts. Reads only the 4 KiB label of each PV. `db` must
+  // outlive the manager. Errors: kCorrupt when the metadata is inconsistent (extents used
+  // twice, malformed segments); the database is not modified.
+  static Result<std::unique_ptr<VolumeManager>> open(db::Database& db);
+
+  // Errors: kInvalidArgument (name, extent size), kAlreadyExists.
+  Result<PoolInfo> create_pool(const CreatePoolRequest& req);
+  // Errors: kNotFound, kInUse (the pool still has devices).
+  Status delete_pool(std::string_view name);
+
+  // Labels the device and adds it to the pool. Errors: kNotFound (pool, path),
+  // kAlreadyExists (file to create exists, device already a PV), kInUse (block device
+  // mounted or held), kInvalidArgument (too small, carries another pool's label or other
+  // data and !force), kIo. On error nothing is changed and a file created here is removed.
+  Result<PvUsage> add_device(const AddDeviceRequest& req);
+  // Removes an unused PV from its pool and wipes its label. Errors: kNotFound, kInUse.
+  Status remove_device(std::string_view path);
+
+  // Errors: kInvalidArgument (name, size, layout), kAlreadyExists, kNotFound (pool),
+  // kNoSpace (saying what is missing).
+  Result<VolumeInfo> create_volume(const CreateVolumeRequest& req);
+  // Grows or (with `force`) shrinks to `size_bytes` rounded up to whole extents.
+  // Errors: kNotFound, kInvalidArgument (shrink without force, bad size), kNoSpace.
+  Result<VolumeInfo> resize_volume(std::string_view name, uint64_t size_bytes, bool force);
+  // Errors: kNotFound, kInvalidArgument, kAlreadyExists.
+  Result<VolumeInfo> rename_volume(std::string_view name, std::string_view new_name);
+
+  // Runs inside the delete transaction, before the volume row is removed, so callers can
+  // check and remove rows that refer to the volume (grants) atomically with the delete.
+  using DeleteHook = std::function<Status(db::Database&, const VolumeInfo&)>;
+  // Errors: kNotFound, whatever `hook` returns.
+  Status delete_volume(std::string_view name, const DeleteHook& hook);
+
+  std::vector<PoolUsage> pools() const;
+  std::vector<PvUsage> devices() const;
+  // Volumes in creation (id) order.
+  std::vector<const VolumeInfo*> volumes() const;
+
+  const VolumeInfo* find_volume(std::string_view name) const;
+  const VolumeInfo* find_volume(int64_t id) const;
+  const PoolInfo* find_pool(std::string_view name) const;
+  const PoolInfo* find_pool(int64_t id) const;
+  const PvInfo* find_pv(int64_t id) const;
+  const PoolInfo* default_pool() const;
+
+ private:
+  explicit VolumeManager(db::Database& db) : db_(db) {}
+  Status load();
+  void verify_labels();
+  Result<const PoolInfo*> resolve_pool(std::string_view name) const;
+  Status insert_segments(const VolumeInfo& v);
+  Status replace_segments(const VolumeInfo& v);
+  PoolUsage usage_of(const PoolInfo& pool) const;
+
+  db::Database& db_;
+  std::map<int64_t, PoolInfo> pools_;
+  std::map<int64_t, PoolSpace> space_;  // by pool id
+  std::map<int64_t, PvInfo> pvs_;
+  std::map<int64_t, VolumeInfo> volumes_;
+  std::unordered_map<std::string, int64_t> volume_ids_;
+};
+
+}  // namespace rsio::volmgr

@@ -1,0 +1,146 @@
+#include "volmgr/device.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <climits>
+#include <cstring>
+#include <cstdlib>
+#include <fmt/format.h>
+
+namespace rsio::volmgr {
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<DeviceProbe> probe_device(const std::string& path) {
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) == nullptr) return errno_error(fmt::format("device {}", path), errno);
+  struct stat st {};
+  if (::stat(resolved, &st) != 0) return errno_error(fmt::format("stat {}", resolved), errno);
+  DeviceProbe p;
+  p.canonical_path = resolved;
+  p.st_dev = st.st_dev;
+  p.st_ino = st.st_ino;
+  p.st_rdev = st.st_rdev;
+  if (S_ISREG(st.st_mode)) {
+    p.kind = PvKind::kFile;
+    p.size_bytes = static_cast<uint64_t>(st.st_size);
+  } else if (S_ISBLK(st.st_mode)) {
+    p.kind = PvKind::kBlock;
+    int fd = ::open(resolved, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno_error(fmt::format("open {}", resolved), errno);
+    uint64_t size = 0;
+    int rc = ::ioctl(fd, BLKGETSIZE64, &size);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return errno_error(fmt::format("BLKGETSIZE64 {}", resolved), err);
+    p.size_bytes = size;
+  } else {
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("{} is neither a regular file nor a block device", path));
+  }
+  return p;
+}
+
+Status create_sparse_file(const std::string& path, uint64_t size_bytes) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_error(fmt::format("create {}", path), errno);
+  UniqueFd owner(fd);
+  if (::ftruncate(fd, static_cast<off_t>(size_bytes)) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return errno_error(fmt::format("size {} to {} bytes", path, size_bytes), err);
+  }
+  return {};
+}
+
+Result<UniqueFd> open_device(const std::string& path, bool exclusive) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return errno_error(fmt::format("device {}", path), errno);
+  int flags = O_RDWR | O_CLOEXEC;
+  if (exclusive && S_ISBLK(st.st_mode)) flags |= O_EXCL;
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EBUSY)
+      return make_error(Errc::kInUse, fmt::format("device {} is in use (mounted, or held by "
+                                                  "another driver); free it first",
+                                                  path));
+    return errno_error(fmt::format("open {}", path), err);
+  }
+  return UniqueFd(fd);
+}
+
+Result<std::optional<PvLabel>> read_label(int fd) {
+  LabelBlock block{};
+  size_t done = 0;
+  while (done < block.size()) {
+    ssize_t n = ::pread(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("read label", errno);
+    if (n == 0) break;  // short file: the rest reads as zeroes
+    done += static_cast<size_t>(n);
+  }
+  return decode_label(block);
+}
+
+namespace {
+
+Status write_block(int fd, const LabelBlock& block) {
+  size_t done = 0;
+  while (done < block.size()) {
+    ssize_t n = ::pwrite(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return errno_error("write label", n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd) != 0) return errno_error("fdatasync label", errno);
+  return {};
+}
+
+}  // namespace
+
+Status write_label(int fd, const PvLabel& label) { return write_block(fd, encode_label(label)); }
+
+Status wipe_label(int fd) { return write_block(fd, LabelBlock{}); }
+
+Result<std::optional<std::string>> detect_signature(int fd) {
+  std::array<unsigned char, 8192> b{};
+  size_t done = 0;
+  while (done < b.size()) {
+    ssize_t n = ::pread(fd, b.data() + done, b.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("read device start", errno);
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  auto at = [&](size_t off, std::string_view magic) {
+    return off + magic.size() <= b.size() &&
+           std::memcmp(b.data() + off, magic.data(), magic.size()) == 0;
+  };
+  using R = std::optional<std::string>;
+  if (b[1080] == 0x53 && b[1081] == 0xEF) return R("an ext2/3/4 file system");
+  if (at(0, "XFSB")) return R("an XFS file system");
+  if (at(512, "EFI PART")) return R("a GPT partition table");
+  if (at(512, "LABELONE") || at(0, "LABELONE")) return R("an LVM physical volume");
+  if (at(4086, "SWAPSPACE2") || at(4086, "SWAP-SPACE")) return R("a swap area");
+  if (b[510] == 0x55 && b[511] == 0xAA) return R("a DOS partition table or boot sector");
+  return R();
+}
+
+}  // namespace rsio::volmgr

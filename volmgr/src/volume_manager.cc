@@ -1,0 +1,682 @@
+#include "volmgr/volume_manager.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/assert.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/units.h"
+#include "volmgr/device.h"
+
+namespace rsio::volmgr {
+
+std::string_view layout_name(Layout layout) {
+  switch (layout) {
+    case Layout::kLinear: return "linear";
+    case Layout::kStriped: return "striped";
+    case Layout::kMirrored: return "mirrored";
+  }
+  return "linear";
+}
+
+std::optional<Layout> parse_layout(std::string_view name) {
+  if (name == "linear") return Layout::kLinear;
+  if (name == "striped") return Layout::kStriped;
+  if (name == "mirrored") return Layout::kMirrored;
+  return std::nullopt;
+}
+
+std::string_view pv_kind_name(PvKind kind) { return kind == PvKind::kFile ? "file" : "block"; }
+
+std::string_view pv_state_name(PvState state) {
+  switch (state) {
+    case PvState::kOk: return "ok";
+    case PvState::kMissing: return "missing";
+    case PvState::kLabelMismatch: return "label-mismatch";
+  }
+  return "ok";
+}
+
+namespace {
+
+Uuid uuid_from_db(const std::string& text) {
+  auto u = Uuid::parse(text);
+  return u ? *u : Uuid{};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<VolumeManager>> VolumeManager::open(db::Database& db) {
+  std::unique_ptr<VolumeManager> vm(new VolumeManager(db));
+  RSIO_TRY_STATUS(vm->load());
+  vm->verify_labels();
+  return vm;
+}
+
+Status VolumeManager::load() {
+  {
+    RSIO_TRY(db::Statement * st, db_.prepare(
+        "SELECT id, uuid, name, extent_size_bytes, is_default, created_ms FROM pools"));
+    for (;;) {
+      RSIO_TRY(bool row, st->step());
+      if (!row) break;
+      PoolInfo p;
+      p.id = st->column_int64(0);
+      p.uuid = uuid_from_db(st->column_text(1));
+      p.name = st->column_text(2);
+      p.extent_size_bytes = static_cast<uint64_t>(st->column_int64(3));
+      p.is_default = st->column_int64(4) != 0;
+      p.created_ms = st->column_int64(5);
+      space_[p.id];
+      pools_.emplace(p.id, std::move(p));
+    }
+  }
+  {
+    RSIO_TRY(db::Statement * st, db_.prepare(
+        "SELECT id, uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
+        "label_generation, created_ms FROM pvs"));
+    for (;;) {
+      RSIO_TRY(bool row, st->step());
+      if (!row) break;
+      PvInfo pv;
+      pv.id = st->column_int64(0);
+      pv.uuid = uuid_from_db(st->column_text(1));
+      pv.pool_id = st->column_int64(2);
+      pv.path = st->column_text(3);
+      pv.kind = st->column_text(4) == "block" ? PvKind::kBlock : PvKind::kFile;
+      pv.size_bytes = static_cast<uint64_t>(st->column_int64(5));
+      pv.data_offset_bytes = static_cast<uint64_t>(st->column_int64(6));
+      pv.extent_count = static_cast<uint64_t>(st->column_int64(7));
+      pv.label_generation = static_cast<uint64_t>(st->column_int64(8));
+      pv.created_ms = st->column_int64(9);
+      space_.at(pv.pool_id).add_pv(pv.id, pv.extent_count);
+      pvs_.emplace(pv.id, std::move(pv));
+    }
+  }
+  {
+    RSIO_TRY(db::Statement * st, db_.prepare(
+        "SELECT id, uuid, name, pool_id, size_bytes, block_size_bytes, layout, stripes, "
+        "stripe_size_bytes, mirrors, created_ms FROM volumes"));
+    for (;;) {
+      RSIO_TRY(bool row, st->step());
+      if (!row) break;
+      VolumeInfo v;
+      v.id = st->column_int64(0);
+      v.uuid = uuid_from_db(st->column_text(1));
+      v.name = st->column_text(2);
+      v.pool_id = st->column_int64(3);
+      v.size_bytes = static_cast<uint64_t>(st->column_int64(4));
+      v.block_size_bytes = static_cast<uint64_t>(st->column_int64(5));
+      v.spec.layout = parse_layout(st->column_text(6)).value_or(Layout::kLinear);
+      v.spec.stripes = static_cast<uint32_t>(st->column_int64(7));
+      v.spec.stripe_size_bytes = static_cast<uint64_t>(st->column_int64(8));
+      v.spec.mirrors = static_cast<uint32_t>(st->column_int64(9));
+      v.created_ms = st->column_int64(10);
+      volume_ids_.emplace(v.name, v.id);
+      volumes_.emplace(v.id, std::move(v));
+    }
+  }
+  {
+    RSIO_TRY(db::Statement * st, db_.prepare(
+        "SELECT s.volume_id, s.idx, s.start_extent, s.extent_count, a.area_idx, a.pv_id, "
+        "a.pv_start_extent, a.extent_count FROM segments s JOIN areas a "
+        "ON a.volume_id = s.volume_id AND a.segment_idx = s.idx "
+        "ORDER BY s.volume_id, s.idx, a.area_idx"));
+    for (;;) {
+      RSIO_TRY(bool row, st->step());
+      if (!row) break;
+      VolumeInfo& v = volumes_.at(st->column_int64(0));
+      const auto idx = static_cast<size_t>(st->column_int64(1));
+      if (idx >= v.segments.size()) v.segments.resize(idx + 1);
+      Segment& s = v.segments[idx];
+      s.start_extent = static_cast<uint64_t>(st->column_int64(2));
+      s.extent_count = static_cast<uint64_t>(st->column_int64(3));
+      s.areas.push_back(Area{st->column_int64(5), static_cast<uint64_t>(st->column_int64(6)),
+                             static_cast<uint64_t>(st->column_int64(7))});
+    }
+  }
+  for (auto& [id, v] : volumes_) {
+    if (Status st = check_segments(v.spec, v.segments); !st)
+      return make_error(Errc::kCorrupt, fmt::format("volume '{}' has a malformed mapping: {}",
+                                                    v.name, st.error().message));
+    if (Status st = reserve_segments(space_.at(v.pool_id), v.segments); !st)
+      return make_error(Errc::kCorrupt,
+                        fmt::format("volume '{}': {}", v.name, st.error().message));
+  }
+  return {};
+}
+
+void VolumeManager::verify_labels() {
+  for (auto& [id, pv] : pvs_) {
+    auto mark = [&](PvState state, std::string detail) {
+      pv.state = state;
+      pv.state_detail = std::move(detail);
+      space_.at(pv.pool_id).set_usable(pv.id, false);
+      log::error("pv={} path={}: {}; volumes on it are unavailable until it is back",
+                 pv.uuid.str(), pv.path, pv.state_detail);
+    };
+    auto fd = open_device(pv.path, false);
+    if (!fd) {
+      mark(PvState::kMissing, fd.error().message);
+      continue;
+    }
+    auto label = read_label(fd->get());
+    if (!label) {
+      mark(PvState::kLabelMismatch, label.error().message);
+    } else if (!label->has_value()) {
+      mark(PvState::kLabelMismatch, "no RSIO label (the device at this path was replaced?)");
+    } else if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pools_.at(pv.pool_id).uuid) {
+      mark(PvState::kLabelMismatch,
+           fmt::format("label belongs to pv={} pool={}, not to this PV",
+                       (*label)->pv_uuid.str(), (*label)->pool_uuid.str()));
+    }
+  }
+}
+
+Result<const PoolInfo*> VolumeManager::resolve_pool(std::string_view name) const {
+  if (name.empty()) {
+    const PoolInfo* p = default_pool();
+    if (p == nullptr)
+      return make_error(Errc::kNotFound,
+                        "there is no default pool; create one with `smgr --create-pool NAME "
+                        "--default` and add a device to it, or name a pool with --pool");
+    return p;
+  }
+  const PoolInfo* p = find_pool(name);
+  if (p == nullptr)
+    return make_error(Errc::kNotFound,
+                      fmt::format("pool '{}' does not exist; `smgr --pools` lists the pools", name));
+  return p;
+}
+
+Result<PoolInfo> VolumeManager::create_pool(const CreatePoolRequest& req) {
+  RSIO_TRY_STATUS(validate_name(req.name, "pool name"));
+  if (req.extent_size_bytes < kExtentSizeMinBytes || req.extent_size_bytes > kExtentSizeMaxBytes ||
+      (req.extent_size_bytes & (req.extent_size_bytes - 1)) != 0)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("invalid extent size {}: use a power of two from {} to {}",
+                                  req.extent_size_bytes, format_size(kExtentSizeMinBytes),
+                                  format_size(kExtentSizeMaxBytes)));
+  if (find_pool(req.name) != nullptr)
+    return make_error(Errc::kAlreadyExists, fmt::format("pool '{}' already exists", req.name));
+
+  PoolInfo p;
+  p.uuid = Uuid::random();
+  p.name = req.name;
+  p.extent_size_bytes = req.extent_size_bytes;
+  p.is_default = req.make_default || pools_.empty();
+  p.created_ms = now_ms();
+
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  if (p.is_default) {
+    RSIO_TRY(db::Statement * clear, db_.prepare("UPDATE pools SET is_default = 0 WHERE is_default = 1"));
+    RSIO_TRY_STATUS(clear->run());
+  }
+  RSIO_TRY(db::Statement * st, db_.prepare(
+      "INSERT INTO pools (uuid, name, extent_size_bytes, is_default, created_ms) "
+      "VALUES (?, ?, ?, ?, ?)"));
+  st->bind_all(p.uuid.str(), p.name, p.extent_size_bytes, int64_t{p.is_default}, p.created_ms);
+  RSIO_TRY_STATUS(st->run());
+  p.id = db_.last_insert_rowid();
+  RSIO_TRY_STATUS(txn.commit());
+
+  if (p.is_default)
+    for (auto& [id, other] : pools_) other.is_default = false;
+  space_[p.id];
+  pools_.emplace(p.id, p);
+  log::info("pool created: pool={} extent_size_bytes={} default={}", p.name, p.extent_size_bytes,
+            p.is_default);
+  return p;
+}
+
+Status VolumeManager::delete_pool(std::string_view name) {
+  const PoolInfo* p = find_pool(name);
+  if (p == nullptr) return make_error(Errc::kNotFound, fmt::format("pool '{}' does not exist", name));
+  if (space_.at(p->id).pv_count() > 0)
+    return make_error(Errc::kInUse, fmt::format("pool '{}' still has {} device(s); remove them "
+                                                "first (smgr --remove-device PATH)",
+                                                name, space_.at(p->id).pv_count()));
+  const int64_t id = p->id;
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare("DELETE FROM pools WHERE id = ?"));
+  st->bind_all(id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(txn.commit());
+  space_.erase(id);
+  pools_.erase(id);
+  log::info("pool deleted: pool={}", name);
+  return {};
+}
+
+Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
+  RSIO_TRY(const PoolInfo* pool, resolve_pool(req.pool));
+  if (req.path.empty() || req.path.front() != '/')
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("device path '{}' must be absolute", req.path));
+
+  // A file created here is removed again if anything below fails.
+  bool created = false;
+  struct Cleanup {
+    const std::string& path;
+    bool& created;
+    ~Cleanup() {
+      if (created) ::unlink(path.c_str());
+    }
+  } cleanup{req.path, created};
+
+  const uint64_t min_size = kPvDataOffsetBytes + pool->extent_size_bytes;
+  if (req.create_size_bytes) {
+    if (*req.create_size_bytes < min_size)
+      return make_error(Errc::kInvalidArgument,
+                        fmt::format("device size {} is too small: pool '{}' needs at least {} "
+                                    "(1 MiB label area + one {} extent)",
+                                    format_size(*req.create_size_bytes), pool->name,
+                                    format_size(min_size), format_size(pool->extent_size_bytes)));
+    if (Status st = create_sparse_file(req.path, *req.create_size_bytes); !st) {
+      if (st.error().code == Errc::kAlreadyExists)
+        return make_error(Errc::kAlreadyExists,
+                          fmt::format("{} already exists; to use an existing file or device "
+                                      "leave out the size",
+                                      req.path));
+      return st.error();
+    }
+    created = true;
+  }
+
+  RSIO_TRY(DeviceProbe probe, probe_device(req.path));
+  for (const auto& [id, pv] : pvs_) {
+    auto other = probe_device(pv.path);
+    const bool same = pv.path == probe.canonical_path ||
+                      (other && other->st_dev == probe.st_dev && other->st_ino == probe.st_ino) ||
+                      (other && probe.kind == PvKind::kBlock && other->kind == PvKind::kBlock &&
+                       other->st_rdev == probe.st_rdev);
+    if (same)
+      return make_error(Errc::kAlreadyExists,
+                        fmt::format("{} is already a device of pool '{}' (as {})", req.path,
+                                    pools_.at(pv.pool_id).name, pv.path));
+  }
+  if (probe.size_bytes < min_size)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("{} is too small ({}): pool '{}' needs at least {} (1 MiB "
+                                  "label area + one {} extent)",
+                                  req.path, format_size(probe.size_bytes), pool->name,
+                                  format_size(min_size), format_size(pool->extent_size_bytes)));
+
+  RSIO_TRY(UniqueFd fd, open_device(probe.canonical_path, true));
+  if (!created) {
+    auto label = read_label(fd.get());
+    if (!label && !req.force)
+      return make_error(Errc::kInvalidArgument,
+                        fmt::format("{} carries a damaged or unknown RSIO label ({}); it may hold "
+                                    "data of another appliance. Add --force to overwrite it",
+                                    req.path, label.error().message));
+    if (label && label->has_value() && !req.force) {
+      const PvLabel& l = **label;
+      bool ours = false;
+      for (const auto& [id, p] : pools_) ours = ours || p.uuid == l.pool_uuid;
+      // A label of one of our pools with an unknown PV UUID is left over from an add that
+      // failed before its commit; anything else belongs to another pool.
+      if (!ours)
+        return make_error(Errc::kInvalidArgument,
+                          fmt::format("{} belongs to another RSIO pool '{}' (pool uuid {}); it "
+                                      "may hold another appliance's volumes. Add --force to "
+                                      "overwrite it",
+                                      req.path, l.pool_name, l.pool_uuid.str()));
+    }
+    if (label && !label->has_value() && !req.force) {
+      RSIO_TRY(auto sig, detect_signature(fd.get()));
+      if (sig)
+        return make_error(Errc::kInvalidArgument,
+                          fmt::format("{} contains {}; adding it would destroy that data. Add "
+                                      "--force to overwrite it",
+                                      req.path, *sig));
+    }
+  }
+
+  PvInfo pv;
+  pv.uuid = Uuid::random();
+  pv.pool_id = pool->id;
+  pv.path = probe.canonical_path;
+  pv.kind = probe.kind;
+  pv.size_bytes = probe.size_bytes;
+  pv.data_offset_bytes = kPvDataOffsetBytes;
+  pv.extent_count = (probe.size_bytes - kPvDataOffsetBytes) / pool->extent_size_bytes;
+  pv.label_generation = 1;
+  pv.created_ms = now_ms();
+
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare(
+      "INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
+      "label_generation, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
+               pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms);
+  RSIO_TRY_STATUS(st->run());
+  pv.id = db_.last_insert_rowid();
+  PvLabel label{pv.uuid, pool->uuid, pv.label_generation, pv.size_bytes, pv.data_offset_bytes,
+                pool->extent_size_bytes, pv.created_ms, pool->name};
+  RSIO_TRY_STATUS(write_label(fd.get(), label));
+  RSIO_TRY_STATUS(txn.commit());
+  created = false;
+
+  space_.at(pv.pool_id).add_pv(pv.id, pv.extent_count);
+  log::info("device added: pool={} path={} size_bytes={} extents={}", pool->name, pv.path,
+            pv.size_bytes, pv.extent_count);
+  PvUsage u{pv, pool->name, pv.extent_count};
+  pvs_.emplace(pv.id, std::move(pv));
+  return u;
+}
+
+Status VolumeManager::remove_device(std::string_view path) {
+  const PvInfo* found = nullptr;
+  auto probe = probe_device(std::string(path));
+  for (const auto& [id, pv] : pvs_)
+    if (pv.path == path || (probe && pv.path == probe->canonical_path)) found = &pv;
+  if (found == nullptr)
+    return make_error(Errc::kNotFound,
+                      fmt::format("{} is not a device of any pool; `smgr --devices` lists them", path));
+  const ExtentMap* map = space_.at(found->pool_id).find(found->id);
+  if (map->free_count() != map->extent_count()) {
+    std::string users;
+    for (const auto& [vid, v] : volumes_)
+      for (const Segment& s : v.segments)
+        for (const Area& a : s.areas)
+          if (a.pv_id == found->id && users.find("'" + v.name + "'") == std::string::npos)
+            users += (users.empty() ? "'" : ", '") + v.name + "'";
+    return make_error(Errc::kInUse, fmt::format("{} holds extents of volume(s) {}; delete or "
+                                                "shrink them first",
+                                                path, users));
+  }
+  const PvInfo pv = *found;
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare("DELETE FROM pvs WHERE id = ?"));
+  st->bind_all(pv.id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(txn.commit());
+  space_.at(pv.pool_id).remove_pv(pv.id);
+  pvs_.erase(pv.id);
+  if (pv.state == PvState::kOk) {
+    auto fd = open_device(pv.path, false);
+    Status wiped = fd ? wipe_label(fd->get()) : Status(fd.error());
+    if (!wiped)
+      log::warn("device removed but its label could not be wiped: path={} error={}", pv.path,
+                wiped.error().message);
+  }
+  log::info("device removed: path={}", pv.path);
+  return {};
+}
+
+Status VolumeManager::insert_segments(const VolumeInfo& v) {
+  RSIO_TRY(db::Statement * seg, db_.prepare(
+      "INSERT INTO segments (volume_id, idx, start_extent, extent_count) VALUES (?, ?, ?, ?)"));
+  for (size_t i = 0; i < v.segments.size(); ++i) {
+    const Segment& s = v.segments[i];
+    seg->bind_all(v.id, static_cast<int64_t>(i), s.start_extent, s.extent_count);
+    RSIO_TRY_STATUS(seg->run());
+    RSIO_TRY(db::Statement * area, db_.prepare(
+        "INSERT INTO areas (volume_id, segment_idx, area_idx, pv_id, pv_start_extent, "
+        "extent_count) VALUES (?, ?, ?, ?, ?, ?)"));
+    for (size_t k = 0; k < s.areas.size(); ++k) {
+      const Area& a = s.areas[k];
+      area->bind_all(v.id, static_cast<int64_t>(i), static_cast<int64_t>(k), a.pv_id,
+                     a.pv_start_extent, a.extent_count);
+      RSIO_TRY_STATUS(area->run());
+    }
+  }
+  return {};
+}
+
+Status VolumeManager::replace_segments(const VolumeInfo& v) {
+  RSIO_TRY(db::Statement * del, db_.prepare("DELETE FROM segments WHERE volume_id = ?"));
+  del->bind_all(v.id);
+  RSIO_TRY_STATUS(del->run());
+  return insert_segments(v);
+}
+
+Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) {
+  RSIO_TRY_STATUS(validate_name(req.name, "volume name"));
+  if (find_volume(req.name) != nullptr)
+    return make_error(Errc::kAlreadyExists,
+                      fmt::format("volume '{}' already exists; choose another name", req.name));
+  RSIO_TRY(const PoolInfo* pool, resolve_pool(req.pool));
+  if (req.size_bytes == 0)
+    return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
+  if (req.block_size_bytes != 512 && req.block_size_bytes != 4096)
+    return make_error(Errc::kInvalidArgument, "block size must be 512 or 4096 bytes");
+
+  LayoutSpec spec = req.spec;
+  switch (spec.layout) {
+    case Layout::kLinear:
+      spec.stripes = 1;
+      spec.mirrors = 1;
+      spec.stripe_size_bytes = 0;
+      break;
+    case Layout::kStriped:
+      if (spec.stripes < 2 || spec.stripes > kStripesMax)
+        return make_error(Errc::kInvalidArgument,
+                          fmt::format("stripe count {} is out of range 2..{}", spec.stripes, kStripesMax));
+      if (spec.stripe_size_bytes == 0) spec.stripe_size_bytes = kDefaultStripeSizeBytes;
+      if (spec.stripe_size_bytes < 4096 || spec.stripe_size_bytes > pool->extent_size_bytes ||
+          (spec.stripe_size_bytes & (spec.stripe_size_bytes - 1)) != 0)
+        return make_error(Errc::kInvalidArgument,
+                          fmt::format("invalid stripe size {}: use a power of two from 4 KiB to "
+                                      "the pool's extent size ({})",
+                                      spec.stripe_size_bytes, format_size(pool->extent_size_bytes)));
+      spec.mirrors = 1;
+      break;
+    case Layout::kMirrored:
+      if (spec.mirrors < 2 || spec.mirrors > kMirrorsMax)
+        return make_error(Errc::kInvalidArgument,
+                          fmt::format("mirror count {} is out of range 2..{}", spec.mirrors, kMirrorsMax));
+      spec.stripes = 1;
+      spec.stripe_size_bytes = 0;
+      break;
+  }
+
+  const uint64_t logical = logical_extents_for(req.size_bytes, spec, pool->extent_size_bytes);
+  auto size = checked_mul(logical, pool->extent_size_bytes);
+  if (!size || *size > (uint64_t{1} << 62))
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume size {} is too large", req.size_bytes));
+
+  VolumeInfo v;
+  v.uuid = Uuid::random();
+  v.name = req.name;
+  v.pool_id = pool->id;
+  v.size_bytes = *size;
+  v.block_size_bytes = req.block_size_bytes;
+  v.spec = spec;
+  v.created_ms = now_ms();
+  PoolSpace& space = space_.at(pool->id);
+  RSIO_TRY_STATUS(allocate_extents(space, spec, AllocContext{pool->name, pool->extent_size_bytes},
+                                   v.segments, logical));
+
+  auto persist = [&]() -> Status {
+    RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+    RSIO_TRY(db::Statement * st, db_.prepare(
+        "INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, layout, stripes, "
+        "stripe_size_bytes, mirrors, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
+                 layout_name(spec.layout), spec.stripes, spec.stripe_size_bytes, spec.mirrors,
+                 v.created_ms);
+    RSIO_TRY_STATUS(st->run());
+    v.id = db_.last_insert_rowid();
+    RSIO_TRY_STATUS(insert_segments(v));
+    return txn.commit();
+  };
+  if (Status st = persist(); !st) {
+    release_segments(space, v.segments);
+    return st.error();
+  }
+  log::info("volume created: volume={} pool={} size_bytes={} layout={} segments={}", v.name,
+            pool->name, v.size_bytes, layout_name(spec.layout), v.segments.size());
+  volume_ids_.emplace(v.name, v.id);
+  volumes_.emplace(v.id, v);
+  return v;
+}
+
+Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t size_bytes,
+                                                bool force) {
+  auto it = volume_ids_.find(std::string(name));
+  if (it == volume_ids_.end())
+    return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
+  VolumeInfo& v = volumes_.at(it->second);
+  const PoolInfo& pool = pools_.at(v.pool_id);
+  if (size_bytes == 0) return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
+  const uint64_t old_logical = v.logical_extents();
+  const uint64_t new_logical = logical_extents_for(size_bytes, v.spec, pool.extent_size_bytes);
+  auto new_size = checked_mul(new_logical, pool.extent_size_bytes);
+  if (!new_size || *new_size > (uint64_t{1} << 62))
+    return make_error(Errc::kInvalidArgument, fmt::format("volume size {} is too large", size_bytes));
+  if (new_logical == old_logical) return v;
+  if (new_logical < old_logical && !force)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("shrinking volume '{}' from {} to {} destroys the data beyond "
+                                  "{}; shrink the file system first, then repeat with --force",
+                                  name, format_size(v.size_bytes), format_size(*new_size),
+                                  format_size(*new_size)));
+
+  PoolSpace& space = space_.at(v.pool_id);
+  std::vector<Segment> segments = v.segments;
+  std::vector<Area> cut;
+  if (new_logical > old_logical) {
+    RSIO_TRY_STATUS(allocate_extents(space, v.spec, AllocContext{pool.name, pool.extent_size_bytes},
+                                     segments, new_logical - old_logical));
+  } else {
+    cut = cut_segments(v.spec, segments, new_logical);
+  }
+  VolumeInfo next = v;
+  next.segments = std::move(segments);
+  next.size_bytes = *new_size;
+  auto persist = [&]() -> Status {
+    RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+    RSIO_TRY(db::Statement * st, db_.prepare("UPDATE volumes SET size_bytes = ? WHERE id = ?"));
+    st->bind_all(next.size_bytes, next.id);
+    RSIO_TRY_STATUS(st->run());
+    RSIO_TRY_STATUS(replace_segments(next));
+    return txn.commit();
+  };
+  if (Status st = persist(); !st) {
+    if (new_logical > old_logical) {
+      std::vector<Segment> grown = next.segments;
+      release_areas(space, cut_segments(v.spec, grown, old_logical));
+    }
+    return st.error();
+  }
+  release_areas(space, cut);
+  log::info("volume resized: volume={} from_bytes={} to_bytes={}", v.name, v.size_bytes,
+            next.size_bytes);
+  v = std::move(next);
+  return v;
+}
+
+Result<VolumeInfo> VolumeManager::rename_volume(std::string_view name, std::string_view new_name) {
+  auto it = volume_ids_.find(std::string(name));
+  if (it == volume_ids_.end())
+    return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
+  RSIO_TRY_STATUS(validate_name(new_name, "volume name"));
+  if (name == new_name) return volumes_.at(it->second);
+  if (find_volume(new_name) != nullptr)
+    return make_error(Errc::kAlreadyExists, fmt::format("volume '{}' already exists", new_name));
+  const int64_t id = it->second;
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare("UPDATE volumes SET name = ? WHERE id = ?"));
+  st->bind_all(new_name, id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(txn.commit());
+  volume_ids_.erase(it);
+  volume_ids_.emplace(std::string(new_name), id);
+  volumes_.at(id).name = std::string(new_name);
+  log::info("volume renamed: from={} to={}", name, new_name);
+  return volumes_.at(id);
+}
+
+Status VolumeManager::delete_volume(std::string_view name, const DeleteHook& hook) {
+  auto it = volume_ids_.find(std::string(name));
+  if (it == volume_ids_.end())
+    return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
+  const VolumeInfo& v = volumes_.at(it->second);
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  if (hook) RSIO_TRY_STATUS(hook(db_, v));
+  RSIO_TRY(db::Statement * st, db_.prepare("DELETE FROM volumes WHERE id = ?"));
+  st->bind_all(v.id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(txn.commit());
+  release_segments(space_.at(v.pool_id), v.segments);
+  log::info("volume deleted: volume={}", v.name);
+  const int64_t id = v.id;
+  volume_ids_.erase(it);
+  volumes_.erase(id);
+  return {};
+}
+
+PoolUsage VolumeManager::usage_of(const PoolInfo& pool) const {
+  PoolUsage u;
+  u.info = pool;
+  const PoolSpace& space = space_.at(pool.id);
+  u.pv_count = space.pv_count();
+  for (const auto& [id, pv] : space.pvs()) {
+    u.extent_count += pv.map.extent_count();
+    u.free_extents += pv.usable ? pv.map.free_count() : 0;
+  }
+  for (const auto& [id, v] : volumes_) u.volume_count += v.pool_id == pool.id ? 1 : 0;
+  return u;
+}
+
+std::vector<PoolUsage> VolumeManager::pools() const {
+  std::vector<PoolUsage> out;
+  for (const auto& [id, p] : pools_) out.push_back(usage_of(p));
+  return out;
+}
+
+std::vector<PvUsage> VolumeManager::devices() const {
+  std::vector<PvUsage> out;
+  for (const auto& [id, pv] : pvs_) {
+    const ExtentMap* map = space_.at(pv.pool_id).find(pv.id);
+    out.push_back(PvUsage{pv, pools_.at(pv.pool_id).name, map->free_count()});
+  }
+  return out;
+}
+
+std::vector<const VolumeInfo*> VolumeManager::volumes() const {
+  std::vector<const VolumeInfo*> out;
+  out.reserve(volumes_.size());
+  for (const auto& [id, v] : volumes_) out.push_back(&v);
+  return out;
+}
+
+const VolumeInfo* VolumeManager::find_volume(std::string_view name) const {
+  auto it = volume_ids_.find(std::string(name));
+  return it == volume_ids_.end() ? nullptr : &volumes_.at(it->second);
+}
+
+const VolumeInfo* VolumeManager::find_volume(int64_t id) const {
+  auto it = volumes_.find(id);
+  return it == volumes_.end() ? nullptr : &it->second;
+}
+
+const PoolInfo* VolumeManager::find_pool(std::string_view name) const {
+  for (const auto& [id, p] : pools_)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+const PoolInfo* VolumeManager::find_pool(int64_t id) const {
+  auto it = pools_.find(id);
+  return it == pools_.end() ? nullptr : &it->second;
+}
+
+const PvInfo* VolumeManager::find_pv(int64_t id) const {
+  auto it = pvs_.find(id);
+  return it == pvs_.end() ? nullptr : &it->second;
+}
+
+const PoolInfo* VolumeManager::default_pool() const {
+  for (const auto& [id, p] : pools_)
+    if (p.is_default) return &p;
+  return nullptr;
+}
+
+}  // namespace rsio::volmgr
