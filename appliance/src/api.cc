@@ -485,7 +485,7 @@ ApiResponse Api::handle(const ApiRequest& req) {
       }
       return method_not_allowed();
     }
-    return not_found();
+    return p.size() == 1 ? method_not_allowed() : not_found();
   }
 
   if (res == "clients") {

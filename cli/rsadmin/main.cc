@@ -137,10 +137,10 @@ Status list_sessions(ApiClient& api, const Args& a) {
 Status run(ApiClient& api, const Args& a) {
   const int actions = int{a.query || a.access || a.opens} + int{a.sessions} + int{!a.create.empty()} +
                       int{!a.grant.empty()} + int{!a.revoke.empty()} + int{!a.remove.empty()};
-  if (actions == 0) throw UsageError("say what to do: -q, -qv, -qa, -qA, -l, -c, -g, -r or -d");
-  if (actions > 1) throw UsageError("give one action at a time");
   if (!a.key.empty() && a.create.empty()) throw UsageError("-k/--key belongs to -c/--create");
   if (a.read_only && a.grant.empty()) throw UsageError("--read-only belongs to -g/--grant");
+  if (actions == 0) throw UsageError("say what to do: -q, -qv, -qa, -qA, -l, -c, -g, -r or -d");
+  if (actions > 1) throw UsageError("give one action at a time");
 
   if (a.access) return list_grants(api, a);
   if (a.opens) return list_opens(api, a);

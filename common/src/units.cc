@@ -58,6 +58,8 @@ Result<uint64_t> parse_size(std::string_view text) {
   uint64_t frac_scale = 1;
   if (i < text.size() && text[i] == '.') {
     ++i;
+    if (i >= text.size() || !std::isdigit(static_cast<unsigned char>(text[i])))
+      return size_error(text, "digits must follow the decimal point");
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
       if (frac_scale >= 1'000'000'000'000ULL) return size_error(text, "too many decimals");
       frac = frac * 10 + static_cast<uint64_t>(text[i] - '0');

@@ -70,15 +70,17 @@ Error no_space_error(const PoolSpace& space, const LayoutSpec& spec, const Alloc
   const uint64_t free = space.free_extents();
   const std::string need = format_size(total_needed * ctx.extent_size_bytes);
   const std::string have = format_size(free * ctx.extent_size_bytes);
-  if (spec.layout == Layout::kLinear || free < total_needed) {
+  size_t big_enough = 0;
+  for (const auto& [id, pv] : space.pvs())
+    if (pv.usable && pv.map.free_count() >= per_area_extents) ++big_enough;
+  // Too few devices is the more fundamental problem of a multi-device layout: more space on
+  // the same devices would not help.
+  if (spec.layout == Layout::kLinear || (free < total_needed && big_enough >= spec.width())) {
     return make_error(Errc::kNoSpace,
                       fmt::format("not enough free space in pool '{}': need {}, the pool has {} "
                                   "free; add a device (smgr --add-device) or choose a smaller size",
                                   ctx.pool_name, need, have));
   }
-  size_t big_enough = 0;
-  for (const auto& [id, pv] : space.pvs())
-    if (pv.usable && pv.map.free_count() >= per_area_extents) ++big_enough;
   const char* what = spec.layout == Layout::kMirrored ? "mirror legs" : "stripes";
   return make_error(
       Errc::kNoSpace,

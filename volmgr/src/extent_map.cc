@@ -34,7 +34,7 @@ ExtentMap::Run ExtentMap::largest_run() const {
 void ExtentMap::reserve(uint64_t start, uint64_t count) {
   RSIO_ASSERT(count > 0);
   auto it = runs_.upper_bound(start);
-  RSIO_ASSERT(it != runs_.begin());
+  RSIO_ASSERT_MSG(it != runs_.begin(), "reserving used extents");
   --it;
   const uint64_t run_start = it->first;
   const uint64_t run_end = it->first + it->second;

@@ -47,6 +47,7 @@ class Statement {
   // Runs a statement to completion, discarding rows, then resets it for reuse.
   Status run();
 
+  int column_count() const { return sqlite3_column_count(stmt_); }
   int64_t column_int64(int col) const;
   std::string column_text(int col) const;
   bool column_is_null(int col) const;

@@ -1,0 +1,350 @@
+// End-to-end tests of the control plane: a real rsiod on a temporary state directory and
+// socket, driven by the real smgr and rsadmin binaries.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "process.h"
+
+namespace rsio::test {
+namespace {
+
+using nlohmann::json;
+
+const std::string kBin = RSIO_BIN_DIR;
+const std::string kRsiod = kBin + "/appliance/rsiod";
+const std::string kSmgr = kBin + "/cli/smgr";
+const std::string kRsadmin = kBin + "/cli/rsadmin";
+
+std::string rstrip_lines(const std::string& text) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+    out += line + "\n";
+  }
+  while (out.size() >= 2 && out.substr(out.size() - 2) == "\n\n") out.pop_back();
+  if (out == "\n") out.clear();
+  return out;
+}
+
+class ControlPlane : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/rsio-e2e-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    state_ = dir_ + "/state";
+    socket_ = dir_ + "/rsiod.sock";
+    daemon_ = std::make_unique<Daemon>(kRsiod, state_, socket_);
+  }
+  void TearDown() override {
+    daemon_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void start(const std::vector<std::string>& extra = {"--init-pool-size", "4g"}) {
+    ASSERT_TRUE(daemon_->start(extra)) << daemon_->log();
+  }
+
+  // Runs a CLI ("smgr ..." or "rsadmin ...") against this test's appliance.
+  CommandResult cli(const std::string& line, RunOptions opt = {}) {
+    auto words = split_words(line);
+    words[0] = words[0] == "smgr" ? kSmgr : words[0] == "rsadmin" ? kRsadmin : words[0];
+    opt.env.push_back("RSIO_SOCKET=" + socket_);
+    return run(words, opt);
+  }
+  void ok(const std::string& line) {
+    auto r = cli(line);
+    ASSERT_EQ(r.exit_code, 0) << line << "\n" << r.err;
+  }
+
+  // The state a bad command must not change: every table of the database, read through a
+  // separate connection (WAL lets it read while rsiod runs), plus the API's view.
+  std::string snapshot() {
+    std::string s;
+    auto dump = run({"/usr/bin/sqlite3", "-readonly", state_ + "/rsio.db", ".dump"});
+    EXPECT_EQ(dump.exit_code, 0) << dump.err;
+    s += dump.out;
+    for (const char* c : {"smgr -q --json", "smgr -D --json", "smgr -P --json", "rsadmin -q --json",
+                          "rsadmin -qa --json"})
+      s += cli(c).out;
+    return s;
+  }
+
+  // The seed's starting point: clients trainee and dummy, volumes testvol and probevol.
+  void seed_fixture() {
+    ok("rsadmin -c trainee -k 0139dfX982");
+    ok("rsadmin -c dummy -k 1234567890");
+    ok("smgr -c testvol -S 256m");
+    ok("smgr -c probevol -S 512m");
+    ok("rsadmin -g testvol trainee");
+    ok("rsadmin -g probevol trainee");
+    ok("rsadmin -g probevol dummy");
+  }
+
+  std::string dir_, state_, socket_;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+TEST_F(ControlPlane, SeedServerTranscriptPrintsTheSeedsOutput) {
+  start();
+  seed_fixture();
+  std::ifstream in(RSIO_SEED_FILE);
+  ASSERT_TRUE(in) << RSIO_SEED_FILE;
+  std::vector<std::pair<std::string, std::string>> steps;  // command, expected output
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind('#', 0) == 0) continue;
+    if (line.rfind("srv# ", 0) == 0) steps.push_back({line.substr(5), ""});
+    else if (!steps.empty()) steps.back().second += line + "\n";
+  }
+  ASSERT_EQ(steps.size(), 7u);
+  for (const auto& [command, expected] : steps) {
+    auto r = cli(command);
+    EXPECT_EQ(r.exit_code, 0) << command << "\n" << r.err;
+    EXPECT_EQ(rstrip_lines(r.out), rstrip_lines(expected)) << "srv# " << command;
+  }
+  // The volume has the seed's size: 2097152 blocks of 512 bytes.
+  auto v = json::parse(cli("smgr -q --json").out);
+  EXPECT_EQ(v["volumes"][2]["name"], "eisberg");
+  EXPECT_EQ(v["volumes"][2]["blocks"], 2097152);
+  EXPECT_EQ(v["volumes"][2]["block_size_bytes"], 512);
+}
+
+TEST_F(ControlPlane, EverythingPersistsAcrossRestart) {
+  start();
+  seed_fixture();
+  ok("smgr --create-pool fast --extent-size 1m");
+  ok("smgr -a " + dir_ + "/f1.img -p fast -S 256m");
+  ok("smgr -a " + dir_ + "/f2.img -p fast -S 256m");
+  ok("smgr -c striped -p fast -S 100m --stripes 2 --stripe-size 128k");
+  ok("smgr -c mirrored -p fast -S 50m --mirrors 2");
+  ok("smgr -r testvol -S 300m");
+  ok("smgr --rename probevol probe2");
+  ok("rsadmin -g striped dummy --read-only");
+  const std::string before = snapshot();
+  ASSERT_EQ(daemon_->stop(), 0) << "clean exit on SIGTERM";
+  EXPECT_FALSE(std::filesystem::exists(socket_)) << "socket removed on shutdown";
+  start({});
+  EXPECT_EQ(snapshot(), before);
+  auto grants = cli("rsadmin -qa");
+  EXPECT_EQ(rstrip_lines(grants.out),
+            "0 testvol         : trainee\n0 probe2          : dummy,trainee\n0 striped         : dummy\n");
+}
+
+TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
+  start();
+  seed_fixture();
+  ok("rsadmin -c tux -k Linuxtag");
+  ok("smgr -c eisberg -S 1g");
+  ok("rsadmin -g eisberg tux");
+  const std::string before = snapshot();
+  struct Case {
+    std::string command;
+    int exit_code;
+    std::string message;
+  };
+  const std::string long_name(65, 'v');
+  const std::vector<Case> cases = {
+      {"smgr -c x -S abc", 2, "invalid size 'abc'"},
+      {"smgr -c x -S 0", 2, "must be greater than zero"},
+      {"smgr -c x -S -1g", 2, "must not be negative"},
+      {"smgr -c x -S 99999999999T", 2, "too large"},
+      {"smgr -c a/b -S 1g", 1, "contains '/'"},
+      {"smgr -c " + long_name + " -S 1g", 1, "65 bytes long"},
+      {"rsadmin -c a/b -k key", 1, "contains '/'"},
+      {"smgr -c eisberg -S 1g", 1, "volume 'eisberg' already exists"},
+      {"rsadmin -c tux -k other", 1, "node tux already exists"},
+      {"rsadmin -g nosuchvol tux", 1, "volume nosuchvol does not exist"},
+      {"rsadmin -g eisberg nosuchnode", 1, "node nosuchnode does not exist"},
+      {"smgr -c big -S 100g", 1, "not enough free space in pool 'default'"},
+      {"smgr -c m3 -S 1g --mirrors 3", 1, "need 3 distinct devices with 1 GiB free, pool 'default' has 1"},
+      {"smgr -c both -S 1g --mirrors 2 --stripes 2", 1, "either striped or mirrored"},
+      {"smgr -c bs -S 1g --block-size 1000", 1, "block size must be 512 or 4096"},
+      {"smgr -c ss -S 1g --stripe-size 64k", 1, "needs a striped layout"},
+      {"smgr -d eisberg", 1, "is granted to tux"},
+      {"smgr -r eisberg -S 512m", 1, "--force"},
+      {"smgr -r eisberg -S 100g", 1, "not enough free space"},
+      {"smgr -r nosuch -S 1g", 1, "does not exist"},
+      {"smgr --rename eisberg testvol", 1, "already exists"},
+      {"smgr --rename eisberg a/b", 1, "contains '/'"},
+      {"rsadmin -d tux", 1, "still has access"},
+      {"rsadmin -r eisberg dummy", 1, "has no access"},
+      {"smgr -a " + dir_ + "/tiny.img -S 1m", 1, "too small"},
+      {"smgr -a " + state_ + "/pools/default-0.img", 1, "already a device"},
+      {"smgr -a relative.img -S 1g", 1, "must be absolute"},
+      {"smgr -a /nonexistent/dir/x.img -S 1g", 1, "No such file or directory"},
+      {"smgr --create-pool default", 1, "already exists"},
+      {"smgr --create-pool p2 --extent-size 3m", 1, "power of two"},
+      {"smgr --delete-pool default", 1, "still has 1 device"},
+      {"smgr -c v -S 1g -p nosuchpool", 1, "pool 'nosuchpool' does not exist"},
+      {"smgr", 2, "say what to do"},
+      {"smgr -q -c x", 2, "one action at a time"},
+      {"smgr -c x", 2, "needs a size"},
+      {"smgr -q --bogus", 2, "--bogus"},
+      {"rsadmin", 2, "say what to do"},
+      {"rsadmin -g eisberg", 2, ""},
+      {"rsadmin -k key", 2, "belongs to -c"},
+  };
+  for (const Case& c : cases) {
+    auto r = cli(c.command);
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.command << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.command << "\nstderr: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << c.command << " printed to stdout: " << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/tiny.img")) << "a refused device file is removed";
+  EXPECT_EQ(snapshot(), before);
+}
+
+// Sends one raw HTTP request over the socket and returns status line and body.
+std::string raw_http(const std::string& socket_path, const std::string& request) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "connect failed";
+  (void)!::write(fd, request.data(), request.size());
+  std::string reply;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) reply.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return reply;
+}
+
+std::string post(const std::string& path, const std::string& body) {
+  return "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+TEST_F(ControlPlane, ApiRejectsMalformedJsonAndUnknownFields) {
+  start();
+  const std::string before = snapshot();
+  auto r = raw_http(socket_, post("/1.0/volumes", "{\"name\": \"x\", \"size_bytes\": "));
+  EXPECT_NE(r.find("400 Bad Request"), std::string::npos) << r;
+  EXPECT_NE(r.find("not valid JSON"), std::string::npos) << r;
+  r = raw_http(socket_, post("/1.0/volumes", R"({"name":"x","size_bytes":1048576,"colour":"red"})"));
+  EXPECT_NE(r.find("400 Bad Request"), std::string::npos) << r;
+  EXPECT_NE(r.find("unknown field 'colour'"), std::string::npos) << r;
+  r = raw_http(socket_, post("/1.0/volumes", R"({"name":"x","size_bytes":"1g"})"));
+  EXPECT_NE(r.find("must be a non-negative integer"), std::string::npos) << r;
+  r = raw_http(socket_, post("/1.0/clients", R"(["tux"])"));
+  EXPECT_NE(r.find("must be a JSON object"), std::string::npos) << r;
+  r = raw_http(socket_, "GET /2.0/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(r.find("404 Not Found"), std::string::npos) << r;
+  r = raw_http(socket_, "PUT /1.0/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_NE(r.find("405"), std::string::npos) << r;
+  r = raw_http(socket_, "garbage\r\n\r\n");
+  EXPECT_NE(r.find("400"), std::string::npos) << r;
+  EXPECT_EQ(snapshot(), before);
+  // The daemon is still serving.
+  ok("smgr -q");
+}
+
+TEST_F(ControlPlane, NonRootCallerIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a command as another user";
+  start();
+  ok("smgr -c v -S 8m");
+  const uid_t nobody = 65534;
+  // The socket is mode 0600: the connection itself is refused.
+  auto r = cli("smgr -q", RunOptions{{}, nobody});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("root-only"), std::string::npos) << r.err;
+  // Even if an admin loosens the socket's mode, rsiod checks the caller's uid.
+  ASSERT_EQ(::chmod(socket_.c_str(), 0666), 0);
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+  const std::string before = snapshot();
+  r = cli("smgr -d v --force", RunOptions{{}, nobody});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("uid 65534 may not use the management API"), std::string::npos) << r.err;
+  EXPECT_EQ(snapshot(), before);
+}
+
+TEST_F(ControlPlane, CliSaysHowToStartRsiodWhenItIsNotRunning) {
+  auto r = cli("smgr -q");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is it running?"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rsiod --state-dir"), std::string::npos) << r.err;
+  r = run({kRsadmin, "-q", "--socket", dir_ + "/other.sock"});
+  EXPECT_NE(r.err.find(dir_ + "/other.sock"), std::string::npos) << "--socket is honoured";
+}
+
+TEST_F(ControlPlane, SecondDaemonOnTheSameStateOrSocketIsRefused) {
+  start();
+  auto r = run({kRsiod, "--state-dir", state_, "--socket", dir_ + "/other.sock"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is using the state directory"), std::string::npos) << r.err;
+  r = run({kRsiod, "--state-dir", dir_ + "/state2", "--socket", socket_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already serving"), std::string::npos) << r.err;
+  ok("smgr -q");
+}
+
+TEST_F(ControlPlane, CorruptDatabaseIsRefusedAndLeftAlone) {
+  std::filesystem::create_directories(state_);
+  const std::string db = state_ + "/rsio.db";
+  const std::string garbage(65536, '\x42');
+  std::ofstream(db) << garbage;
+  EXPECT_FALSE(daemon_->start());
+  EXPECT_NE(daemon_->log().find("damaged or not an RSIO database"), std::string::npos) << daemon_->log();
+  std::ifstream in(db);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), garbage);
+}
+
+TEST_F(ControlPlane, DatabaseFromANewerReleaseIsRefused) {
+  start();
+  ASSERT_EQ(daemon_->stop(), 0);
+  auto r = run({"/usr/bin/sqlite3", state_ + "/rsio.db", "PRAGMA user_version = 999;"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(daemon_->start({}));
+  EXPECT_NE(daemon_->log().find("schema version 999"), std::string::npos) << daemon_->log();
+}
+
+TEST_F(ControlPlane, CorruptedLabelMakesTheVolumeUnavailableNotOverwritten) {
+  start();
+  ok("smgr -c v -S 8m");
+  ASSERT_EQ(daemon_->stop(), 0);
+  const std::string pv = state_ + "/pools/default-0.img";
+  {
+    std::fstream f(pv, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('!');
+  }
+  start({});
+  auto d = json::parse(cli("smgr -D --json").out);
+  EXPECT_EQ(d["devices"][0]["state"], "label-mismatch");
+  auto v = json::parse(cli("smgr -q --json").out);
+  EXPECT_EQ(v["volumes"][0]["state"], "unavailable");
+  std::ifstream in(pv, std::ios::binary);
+  in.seekg(200);
+  EXPECT_EQ(in.get(), '!') << "the damaged label is left as found";
+}
+
+TEST_F(ControlPlane, ListingsHaveJsonAndHelpExplains) {
+  start();
+  seed_fixture();
+  for (const char* c : {"smgr -q --json", "smgr -qv --json", "smgr -P --json", "smgr -D --json",
+                        "rsadmin -q --json", "rsadmin -qv --json", "rsadmin -qa --json",
+                        "rsadmin -qA --json", "rsadmin -l --json"}) {
+    auto r = cli(c);
+    ASSERT_EQ(r.exit_code, 0) << c << r.err;
+    EXPECT_FALSE(json::parse(r.out, nullptr, false).is_discarded()) << c;
+  }
+  for (const char* c : {"smgr --help", "rsadmin --help"}) {
+    auto r = cli(c);
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << r.out;
+  }
+  auto r = run({kRsiod, "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--init-pool-size"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rsio::test
