@@ -633,7 +633,7 @@ def main(argv=None):
         results["failures"].append(str(e))
         eprint(f"FAILED: {e}")
     except KeyboardInterrupt as e:
-        results["failures"].append(f"interrupted ({e or 'SIGINT'})")
+        results["failures"].append(f"interrupted ({str(e) or 'SIGINT'})")
     results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["total_seconds"] = time.perf_counter() - started
     results["ok"] = not results["failures"]

@@ -22,22 +22,32 @@ namespace {
 
 int http_status(Errc code) {
   switch (code) {
-    case Errc::kInvalidArgument: return 400;
-    case Errc::kNotFound: return 404;
-    case Errc::kAlreadyExists: return 409;
-    case Errc::kInUse: return 409;
-    case Errc::kNoSpace: return 507;
-    case Errc::kPermissionDenied: return 403;
-    case Errc::kUnavailable: return 503;
+    case Errc::kInvalidArgument:
+      return 400;
+    case Errc::kNotFound:
+      return 404;
+    case Errc::kAlreadyExists:
+      return 409;
+    case Errc::kInUse:
+      return 409;
+    case Errc::kNoSpace:
+      return 507;
+    case Errc::kPermissionDenied:
+      return 403;
+    case Errc::kUnavailable:
+      return 503;
     case Errc::kIo:
     case Errc::kCorrupt:
     case Errc::kUnsupportedVersion:
-    case Errc::kInternal: return 500;
+    case Errc::kInternal:
+      return 500;
   }
   return 500;
 }
 
-Error bad_request(std::string message) { return make_error(Errc::kInvalidArgument, std::move(message)); }
+Error bad_request(std::string message) {
+  return make_error(Errc::kInvalidArgument, std::move(message));
+}
 
 std::string percent_decode(std::string_view s) {
   std::string out;
@@ -170,8 +180,10 @@ std::string volume_state(const volmgr::VolumeManager& vm, const VolumeInfo& v) {
     size_t ok = 0;
     for (const auto& a : s.areas) {
       const auto* pv = vm.find_pv(a.pv_id);
-      if (pv != nullptr && pv->state == volmgr::PvState::kOk) ++ok;
-      else any_bad = true;
+      if (pv != nullptr && pv->state == volmgr::PvState::kOk)
+        ++ok;
+      else
+        any_bad = true;
     }
     const bool readable = v.spec.layout == Layout::kMirrored ? ok > 0 : ok == s.areas.size();
     all_segments_readable = all_segments_readable && readable;
@@ -190,15 +202,16 @@ ApiResponse Api::handle(const ApiRequest& req) {
   auto ok = [](int status, const json& j) { return ApiResponse{status, j.dump()}; };
   auto fail = [](const Error& e) { return error_response(e); };
   auto not_found = [&] {
-    return fail(make_error(Errc::kNotFound,
-                           fmt::format("no such API resource: {} {} (see docs/api.md)", m,
-                                       req.target)));
+    return fail(
+        make_error(Errc::kNotFound,
+                   fmt::format("no such API resource: {} {} (see docs/api.md)", m, req.target)));
   };
   auto method_not_allowed = [&] {
-    return ApiResponse{405, json{{"error",
-                                  {{"code", "method-not-allowed"},
-                                   {"message", fmt::format("{} is not allowed on {}", m, req.target)}}}}
-                                .dump()};
+    return ApiResponse{405,
+                       json{{"error",
+                             {{"code", "method-not-allowed"},
+                              {"message", fmt::format("{} is not allowed on {}", m, req.target)}}}}
+                           .dump()};
   };
   if (!route.versioned) {
     if (p.empty() && !route.versioned && (req.target == "/" || req.target.empty()))
@@ -240,7 +253,8 @@ ApiResponse Api::handle(const ApiRequest& req) {
     json grants = json::array();
     for (const Grant& g : catalog_.grants_of_volume(v.id)) {
       const Client* c = catalog_.find_client(g.client_id);
-      grants.push_back({{"client", c->name}, {"client_id", c->id}, {"access", access_name(g.access)}});
+      grants.push_back(
+          {{"client", c->name}, {"client_id", c->id}, {"access", access_name(g.access)}});
     }
     json j = {{"id", v.id},
               {"uuid", v.uuid.str()},
@@ -282,16 +296,22 @@ ApiResponse Api::handle(const ApiRequest& req) {
     return j;
   };
   auto client_json = [&](const Client& c) {
-    return json{{"id", c.id}, {"name", c.name}, {"node_key", c.node_key}, {"mode", c.mode},
+    return json{{"id", c.id},
+                {"name", c.name},
+                {"node_key", c.node_key},
+                {"mode", c.mode},
                 {"created_ms", c.created_ms}};
   };
   auto grant_json = [&](const Grant& g) {
     const VolumeInfo* v = volumes_.find_volume(g.volume_id);
     const Client* c = catalog_.find_client(g.client_id);
-    return json{{"volume", v ? v->name : ""},     {"volume_id", g.volume_id},
+    return json{{"volume", v ? v->name : ""},
+                {"volume_id", g.volume_id},
                 {"namespace_index", info_.namespace_index},
-                {"client", c ? c->name : ""},     {"client_id", g.client_id},
-                {"access", access_name(g.access)}, {"created_ms", g.created_ms}};
+                {"client", c ? c->name : ""},
+                {"client_id", g.client_id},
+                {"access", access_name(g.access)},
+                {"created_ms", g.created_ms}};
   };
   auto find_volume = [&](const std::string& name) -> Result<const VolumeInfo*> {
     const VolumeInfo* v = volumes_.find_volume(name);
@@ -306,12 +326,13 @@ ApiResponse Api::handle(const ApiRequest& req) {
   // GET /1.0
   if (p.empty()) {
     if (m != "GET") return method_not_allowed();
-    return ok(200, json{{"api_version", kApiVersion},
-                        {"product", "rsio"},
-                        {"version", info_.version},
-                        {"state_dir", info_.state_dir},
-                        {"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
-                        {"started_ms", info_.started_ms}});
+    return ok(
+        200, json{{"api_version", kApiVersion},
+                  {"product", "rsio"},
+                  {"version", info_.version},
+                  {"state_dir", info_.state_dir},
+                  {"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
+                  {"started_ms", info_.started_ms}});
   }
 
   if (res == "pools") {
@@ -415,8 +436,9 @@ ApiResponse Api::handle(const ApiRequest& req) {
       // The layout follows from the counts unless named explicitly.
       const uint64_t s = stripes->value_or(1), mi = mirrors->value_or(1);
       if (s > 1 && mi > 1)
-        return fail(bad_request("a volume is either striped or mirrored, not both; choose "
-                                "--stripes or --mirrors"));
+        return fail(
+            bad_request("a volume is either striped or mirrored, not both; choose "
+                        "--stripes or --mirrors"));
       if (s > volmgr::kStripesMax || mi > volmgr::kMirrorsMax)
         return fail(bad_request(fmt::format("at most {} stripes and {} mirrors",
                                             volmgr::kStripesMax, volmgr::kMirrorsMax)));
@@ -460,7 +482,8 @@ ApiResponse Api::handle(const ApiRequest& req) {
           if (Status st = validate_name(*name, "volume name"); !st) return fail(st.error());
         }
         if (!name->empty() && *name != current && volumes_.find_volume(*name) != nullptr)
-          return fail(make_error(Errc::kAlreadyExists, fmt::format("volume '{}' already exists", *name)));
+          return fail(
+              make_error(Errc::kAlreadyExists, fmt::format("volume '{}' already exists", *name)));
         if (size->has_value()) {
           auto r = volumes_.resize_volume(current, **size, *force);
           if (!r) return fail(r.error());
@@ -507,7 +530,8 @@ ApiResponse Api::handle(const ApiRequest& req) {
     }
     if (p.size() == 2 && m == "GET") {
       const Client* c = catalog_.find_client(p[1]);
-      if (c == nullptr) return fail(make_error(Errc::kNotFound, fmt::format("node {} does not exist", p[1])));
+      if (c == nullptr)
+        return fail(make_error(Errc::kNotFound, fmt::format("node {} does not exist", p[1])));
       return ok(200, client_json(*c));
     }
     if (p.size() == 2 && m == "DELETE") {
@@ -535,7 +559,8 @@ ApiResponse Api::handle(const ApiRequest& req) {
       auto access_text = get_string(*body, "access", false);
       if (!access_text) return fail(access_text.error());
       Access access = Access::kReadWrite;
-      if (*access_text == "ro") access = Access::kReadOnly;
+      if (*access_text == "ro")
+        access = Access::kReadOnly;
       else if (!access_text->empty() && *access_text != "rw")
         return fail(bad_request("access must be \"rw\" or \"ro\""));
       auto v = find_volume(*vol);
@@ -557,15 +582,18 @@ ApiResponse Api::handle(const ApiRequest& req) {
   // there are none, but the resources exist so scripts can rely on them.
   if (res == "sessions" && p.size() == 1) {
     if (m != "GET") return method_not_allowed();
-    return ok(200, json{{"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
-                        {"sessions", json::array()}});
+    return ok(
+        200, json{{"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
+                  {"sessions", json::array()}});
   }
   if (res == "opens" && p.size() == 1) {
     if (m != "GET") return method_not_allowed();
     json list = json::array();
     for (const VolumeInfo* v : volumes_.volumes())
-      list.push_back({{"volume", v->name}, {"volume_id", v->id},
-                      {"namespace_index", info_.namespace_index}, {"openers", json::array()}});
+      list.push_back({{"volume", v->name},
+                      {"volume_id", v->id},
+                      {"namespace_index", info_.namespace_index},
+                      {"openers", json::array()}});
     return ok(200, json{{"volumes", list}});
   }
   return not_found();

@@ -2,6 +2,7 @@
 // the metadata executor only runs Api::handle.
 #include "appliance/api_server.h"
 
+#include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +13,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <fmt/format.h>
 
 #include "common/log.h"
 
@@ -98,7 +98,8 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
     parser.header_limit(16 * 1024);
     parser.body_limit(kApiBodyBytesMax);
     stream.expires_after(kReadTimeout);
-    auto [rec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    auto [rec, n] =
+        co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (rec == http::error::end_of_stream || rec == asio::error::eof ||
         rec == asio::error::operation_aborted || rec == beast::error::timeout)
       break;
@@ -107,8 +108,8 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
     unsigned version = 11;
     if (rec) {
       const bool too_big = rec == http::error::body_limit || rec == http::error::header_limit;
-      reply = Api::error_response(make_error(Errc::kInvalidArgument,
-                                             fmt::format("malformed HTTP request: {}", rec.message())));
+      reply = Api::error_response(make_error(
+          Errc::kInvalidArgument, fmt::format("malformed HTTP request: {}", rec.message())));
       if (too_big) reply.status = 413;
     } else {
       auto req = parser.release();
@@ -148,8 +149,9 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
   stream.socket().shutdown(stream_protocol::socket::shutdown_both, ignored);
 }
 
-Result<std::unique_ptr<ApiServer>> ApiServer::listen(asio::io_context& io, asio::any_io_executor meta,
-                                                     Api& api, std::string socket_path) {
+Result<std::unique_ptr<ApiServer>> ApiServer::listen(asio::io_context& io,
+                                                     asio::any_io_executor meta, Api& api,
+                                                     std::string socket_path) {
   auto impl = std::make_unique<Impl>(io, std::move(meta), api, socket_path);
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
@@ -179,8 +181,7 @@ Result<std::unique_ptr<ApiServer>> ApiServer::listen(asio::io_context& io, asio:
   if (!ec) ::chmod(socket_path.c_str(), 0600);
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
-    return make_error(Errc::kIo,
-                      fmt::format("cannot listen on {}: {}", socket_path, ec.message()));
+    return make_error(Errc::kIo, fmt::format("cannot listen on {}: {}", socket_path, ec.message()));
   return std::unique_ptr<ApiServer>(new ApiServer(std::move(impl)));
 }
 

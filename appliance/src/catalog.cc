@@ -46,7 +46,8 @@ Status Catalog::load() {
     RSIO_TRY(bool row, g->step());
     if (!row) break;
     Grant gr{g->column_int64(0), g->column_int64(1),
-             g->column_text(2) == "ro" ? Access::kReadOnly : Access::kReadWrite, g->column_int64(3)};
+             g->column_text(2) == "ro" ? Access::kReadOnly : Access::kReadWrite,
+             g->column_int64(3)};
     grants_.emplace(std::pair(gr.volume_id, gr.client_id), gr);
   }
   return {};
@@ -67,8 +68,10 @@ Result<Client> Catalog::add_client(std::string_view name, std::string_view node_
   c.mode = "rsio client";
   c.created_ms = now_ms();
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * st, db_.prepare(
-      "INSERT INTO clients (id, name, node_key, mode, created_ms) VALUES (?, ?, ?, ?, ?)"));
+  RSIO_TRY(
+      db::Statement * st,
+      db_.prepare(
+          "INSERT INTO clients (id, name, node_key, mode, created_ms) VALUES (?, ?, ?, ?, ?)"));
   st->bind_all(c.id, c.name, c.node_key, c.mode, c.created_ms);
   RSIO_TRY_STATUS(st->run());
   RSIO_TRY_STATUS(txn.commit());
@@ -112,9 +115,10 @@ Result<Grant> Catalog::grant(int64_t volume_id, std::string_view client_name, Ac
                                   client_name, client_name));
   Grant g{volume_id, c->id, access, now_ms()};
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * st, db_.prepare(
-      "INSERT INTO grants (volume_id, client_id, access, created_ms) VALUES (?, ?, ?, ?) "
-      "ON CONFLICT (volume_id, client_id) DO UPDATE SET access = excluded.access"));
+  RSIO_TRY(db::Statement * st,
+           db_.prepare(
+               "INSERT INTO grants (volume_id, client_id, access, created_ms) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (volume_id, client_id) DO UPDATE SET access = excluded.access"));
   st->bind_all(g.volume_id, g.client_id, access_name(access), g.created_ms);
   RSIO_TRY_STATUS(st->run());
   RSIO_TRY_STATUS(txn.commit());

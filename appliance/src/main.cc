@@ -4,6 +4,7 @@
 // signals). One metadata thread runs its own io_context and owns SQLite, the volume manager
 // and the catalog; nothing else touches them.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +14,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
-#include <fmt/format.h>
 #include <thread>
 
 #ifdef RSIO_HAVE_SYSTEMD
@@ -80,7 +80,8 @@ Result<int> lock_state_dir(const std::string& dir) {
 Status ensure_dir(const std::string& dir, mode_t mode) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return make_error(Errc::kIo, fmt::format("cannot create directory {}: {}", dir, ec.message()));
+  if (ec)
+    return make_error(Errc::kIo, fmt::format("cannot create directory {}: {}", dir, ec.message()));
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return make_error(Errc::kIo, fmt::format("{} is not a directory", dir));
@@ -89,12 +90,14 @@ Status ensure_dir(const std::string& dir, mode_t mode) {
 }
 
 // Creates the default pool on a sparse file in the state directory, on first start only.
-Status init_default_pool(volmgr::VolumeManager& vm, const std::string& state_dir, uint64_t size_bytes) {
+Status init_default_pool(volmgr::VolumeManager& vm, const std::string& state_dir,
+                         uint64_t size_bytes) {
   if (!vm.pools().empty()) {
     log::info("--init-pool-size ignored: the appliance already has pools");
     return {};
   }
-  RSIO_TRY(volmgr::PoolInfo pool, vm.create_pool({"default", volmgr::kDefaultExtentSizeBytes, true}));
+  RSIO_TRY(volmgr::PoolInfo pool,
+           vm.create_pool({"default", volmgr::kDefaultExtentSizeBytes, true}));
   const std::string pool_dir = state_dir + "/pools";
   RSIO_TRY_STATUS(ensure_dir(pool_dir, 0700));
   volmgr::AddDeviceRequest add;
@@ -107,9 +110,12 @@ Status init_default_pool(volmgr::VolumeManager& vm, const std::string& state_dir
 }
 
 int run(const Options& opt) {
-  if (opt.log_level == "debug") log::set_min_level(log::Level::kDebug);
-  else if (opt.log_level == "warning") log::set_min_level(log::Level::kWarning);
-  else if (opt.log_level == "error") log::set_min_level(log::Level::kError);
+  if (opt.log_level == "debug")
+    log::set_min_level(log::Level::kDebug);
+  else if (opt.log_level == "warning")
+    log::set_min_level(log::Level::kWarning);
+  else if (opt.log_level == "error")
+    log::set_min_level(log::Level::kError);
 
   std::optional<uint64_t> init_pool_bytes;
   if (!opt.init_pool_size.empty()) {
@@ -121,7 +127,8 @@ int run(const Options& opt) {
     init_pool_bytes = *size;
   }
 
-  const std::string state_dir = std::filesystem::absolute(opt.state_dir).lexically_normal().string();
+  const std::string state_dir =
+      std::filesystem::absolute(opt.state_dir).lexically_normal().string();
   if (Status st = ensure_dir(state_dir, 0700); !st) {
     log::error("{}", st.error().message);
     return 1;
@@ -179,8 +186,7 @@ int run(const Options& opt) {
     }
   }
   api = std::make_unique<appliance::Api>(
-      *volumes, *catalog,
-      appliance::ApiInfo{RSIO_VERSION, state_dir, "rsio", 0, now_ms()});
+      *volumes, *catalog, appliance::ApiInfo{RSIO_VERSION, state_dir, "rsio", 0, now_ms()});
 
   asio::io_context io(1);
   auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);

@@ -1,9 +1,8 @@
 // rsadmin: administration of RSIO clients (nodes), their grants on volumes, and sessions.
 // Thin: parses the command line, calls rsiod's management API, prints.
-#include <sys/random.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/random.h>
 
 #include <map>
 #include <string>
@@ -56,13 +55,14 @@ Status list_clients(ApiClient& api, const Args& a) {
     return {};
   }
   if (a.verbose > 0) {
-    fmt::print("{}\n", rstrip(fmt::format("{:>4} {:<16} {:<35} {}", "id", "node name", "node key", "mode")));
+    fmt::print("{}\n", rstrip(fmt::format("{:>4} {:<16} {:<35} {}", "id", "node name", "node key",
+                                          "mode")));
     fmt::print("{}\n", std::string(79, '-'));
     for (const auto& c : r["clients"])
-      fmt::print("{}\n", rstrip(fmt::format("{:04} {:<16} {:<35} {}", c["id"].get<int64_t>(),
-                                            c["name"].get<std::string>(),
-                                            c["node_key"].get<std::string>(),
-                                            c["mode"].get<std::string>())));
+      fmt::print("{}\n",
+                 rstrip(fmt::format("{:04} {:<16} {:<35} {}", c["id"].get<int64_t>(),
+                                    c["name"].get<std::string>(), c["node_key"].get<std::string>(),
+                                    c["mode"].get<std::string>())));
   } else {
     for (const auto& c : r["clients"])
       fmt::print("{}\n", rstrip(fmt::format("{:04} {:<16}", c["id"].get<int64_t>(),
@@ -107,10 +107,9 @@ Status list_opens(ApiClient& api, const Args& a) {
       continue;
     }
     for (const auto& o : v["openers"])
-      fmt::print("{}\n", rstrip(fmt::format("{} {:<21}{:>2} {:<16}  {}", ns, name,
-                                            o["client_id"].get<int64_t>(),
-                                            o["client"].get<std::string>(),
-                                            o["mode"].get<std::string>())));
+      fmt::print("{}\n", rstrip(fmt::format(
+                             "{} {:<21}{:>2} {:<16}  {}", ns, name, o["client_id"].get<int64_t>(),
+                             o["client"].get<std::string>(), o["mode"].get<std::string>())));
   }
   return {};
 }
@@ -121,10 +120,12 @@ Status list_sessions(ApiClient& api, const Args& a) {
     print_json(r);
     return {};
   }
-  fmt::print("{:03} {}\n", r["namespace"]["index"].get<int>(), r["namespace"]["name"].get<std::string>());
+  fmt::print("{:03} {}\n", r["namespace"]["index"].get<int>(),
+             r["namespace"]["name"].get<std::string>());
   for (const auto& s : r["sessions"]) {
-    std::string line = fmt::format("    {:03} (id {:>3}) {:<16}", r["namespace"]["index"].get<int>(),
-                                   s["client_id"].get<int64_t>(), s["client"].get<std::string>());
+    std::string line =
+        fmt::format("    {:03} (id {:>3}) {:<16}", r["namespace"]["index"].get<int>(),
+                    s["client_id"].get<int64_t>(), s["client"].get<std::string>());
     if (a.verbose >= 2) line += " " + s.value("platform", std::string());
     fmt::print("{}\n", rstrip(line));
     if (a.verbose >= 3)
@@ -135,8 +136,9 @@ Status list_sessions(ApiClient& api, const Args& a) {
 }
 
 Status run(ApiClient& api, const Args& a) {
-  const int actions = int{a.query || a.access || a.opens} + int{a.sessions} + int{!a.create.empty()} +
-                      int{!a.grant.empty()} + int{!a.revoke.empty()} + int{!a.remove.empty()};
+  const int actions = int{a.query || a.access || a.opens} + int{a.sessions} +
+                      int{!a.create.empty()} + int{!a.grant.empty()} + int{!a.revoke.empty()} +
+                      int{!a.remove.empty()};
   if (!a.key.empty() && a.create.empty()) throw UsageError("-k/--key belongs to -c/--create");
   if (a.read_only && a.grant.empty()) throw UsageError("--read-only belongs to -g/--grant");
   if (actions == 0) throw UsageError("say what to do: -q, -qv, -qa, -qA, -l, -c, -g, -r or -d");
@@ -154,13 +156,15 @@ Status run(ApiClient& api, const Args& a) {
       print_json(r);
       return {};
     }
-    fmt::print("node {} added with rs nodeid {}\n", r["name"].get<std::string>(), r["id"].get<int64_t>());
+    fmt::print("node {} added with rs nodeid {}\n", r["name"].get<std::string>(),
+               r["id"].get<int64_t>());
     if (a.key.empty()) fmt::print("node key: {}\n", key);
     return {};
   }
   if (!a.grant.empty()) {
     RSIO_TRY(json r, api.call("POST", "/1.0/grants",
-                              json{{"volume", a.grant[0]}, {"client", a.grant[1]},
+                              json{{"volume", a.grant[0]},
+                                   {"client", a.grant[1]},
                                    {"access", a.read_only ? "ro" : "rw"}}));
     if (a.json_out) {
       print_json(r);
@@ -183,8 +187,10 @@ Status run(ApiClient& api, const Args& a) {
   }
   RSIO_TRY(json r, api.call("DELETE", fmt::format("/1.0/clients/{}{}", url_encode(a.remove),
                                                   a.force ? "?force=true" : "")));
-  if (a.json_out) print_json(r);
-  else fmt::print("node {} deleted\n", a.remove);
+  if (a.json_out)
+    print_json(r);
+  else
+    fmt::print("node {} deleted\n", a.remove);
   return {};
 }
 

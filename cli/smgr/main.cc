@@ -49,7 +49,8 @@ std::string str(const json& j, const char* key) { return j[key].get<std::string>
 std::string layout_text(const json& v) {
   const std::string layout = str(v, "layout");
   if (layout == "striped")
-    return fmt::format("striped {}x{}", u64(v, "stripes"), format_size(u64(v, "stripe_size_bytes")));
+    return fmt::format("striped {}x{}", u64(v, "stripes"),
+                       format_size(u64(v, "stripe_size_bytes")));
   if (layout == "mirrored") return fmt::format("mirrored {}-way", u64(v, "mirrors"));
   return layout;
 }
@@ -67,11 +68,12 @@ Status list_volumes(ApiClient& api, const Args& a) {
     std::vector<std::string> who;
     for (const auto& g : v["grants"])
       who.push_back(str(g, "client") + (g["access"] == "ro" ? "(ro)" : ""));
-    fmt::print("{}\n", rstrip(fmt::format("{:04} {:<16} {:>11} {:>12} {:>5}  {:<20} {:<12} {:<11} {}",
-                                          v["id"].get<int64_t>(), str(v, "name"),
-                                          format_size(u64(v, "size_bytes")), u64(v, "blocks"),
-                                          u64(v, "block_size_bytes"), layout_text(v), str(v, "pool"),
-                                          str(v, "state"), fmt::join(who, ","))));
+    fmt::print("{}\n",
+               rstrip(fmt::format("{:04} {:<16} {:>11} {:>12} {:>5}  {:<20} {:<12} {:<11} {}",
+                                  v["id"].get<int64_t>(), str(v, "name"),
+                                  format_size(u64(v, "size_bytes")), u64(v, "blocks"),
+                                  u64(v, "block_size_bytes"), layout_text(v), str(v, "pool"),
+                                  str(v, "state"), fmt::join(who, ","))));
     if (a.verbose == 0) continue;
     const std::string layout = str(v, "layout");
     const char* area_word = layout == "striped" ? "stripe" : layout == "mirrored" ? "leg" : "area";
@@ -102,11 +104,12 @@ Status list_pools(ApiClient& api, const Args& a) {
   fmt::print("{:<16} {:>10} {:>11} {:>11} {:>8} {:>8}  {}\n", "pool", "extent", "size", "free",
              "devices", "volumes", "default");
   for (const auto& p : r["pools"])
-    fmt::print("{}\n", rstrip(fmt::format("{:<16} {:>10} {:>11} {:>11} {:>8} {:>8}  {}", str(p, "name"),
-                                          format_size(u64(p, "extent_size_bytes")),
-                                          format_size(u64(p, "size_bytes")),
-                                          format_size(u64(p, "free_bytes")), u64(p, "device_count"),
-                                          u64(p, "volume_count"), p["default"].get<bool>() ? "*" : "")));
+    fmt::print("{}\n",
+               rstrip(fmt::format("{:<16} {:>10} {:>11} {:>11} {:>8} {:>8}  {}", str(p, "name"),
+                                  format_size(u64(p, "extent_size_bytes")),
+                                  format_size(u64(p, "size_bytes")),
+                                  format_size(u64(p, "free_bytes")), u64(p, "device_count"),
+                                  u64(p, "volume_count"), p["default"].get<bool>() ? "*" : "")));
   return {};
 }
 
@@ -119,16 +122,18 @@ Status list_devices(ApiClient& api, const Args& a) {
   fmt::print("{:>4} {:<40} {:<12} {:<5} {:>11} {:>11} {:>11}  {}\n", "id", "device", "pool", "kind",
              "size", "used", "free", "state");
   for (const auto& d : r["devices"])
-    fmt::print("{:04} {:<40} {:<12} {:<5} {:>11} {:>11} {:>11}  {}\n", d["id"].get<int64_t>(),
-               str(d, "path"), str(d, "pool"), str(d, "kind"), format_size(u64(d, "size_bytes")),
-               format_size(u64(d, "used_bytes")), format_size(u64(d, "free_bytes")),
-               d["state"] == "ok" ? std::string("ok") : str(d, "state") + ": " + str(d, "state_detail"));
+    fmt::print(
+        "{:04} {:<40} {:<12} {:<5} {:>11} {:>11} {:>11}  {}\n", d["id"].get<int64_t>(),
+        str(d, "path"), str(d, "pool"), str(d, "kind"), format_size(u64(d, "size_bytes")),
+        format_size(u64(d, "used_bytes")), format_size(u64(d, "free_bytes")),
+        d["state"] == "ok" ? std::string("ok") : str(d, "state") + ": " + str(d, "state_detail"));
   return {};
 }
 
 void note_rounding(uint64_t requested, const json& v) {
   if (u64(v, "size_bytes") != requested)
-    fmt::print(stderr, "smgr: note: size rounded up to {} ({} blocks): volumes are allocated in "
+    fmt::print(stderr,
+               "smgr: note: size rounded up to {} ({} blocks): volumes are allocated in "
                "whole extents of {}\n",
                format_size(u64(v, "size_bytes")), u64(v, "blocks"),
                format_size(u64(v, "extent_size_bytes")));
@@ -136,8 +141,9 @@ void note_rounding(uint64_t requested, const json& v) {
 
 Status run(ApiClient& api, const Args& a) {
   const int actions = int{!a.create.empty()} + int{a.query} + int{!a.resize.empty()} +
-                      int{!a.remove.empty()} + int{!a.rename.empty()} + int{!a.create_pool.empty()} +
-                      int{!a.delete_pool.empty()} + int{a.list_pools} + int{!a.add_device.empty()} +
+                      int{!a.remove.empty()} + int{!a.rename.empty()} +
+                      int{!a.create_pool.empty()} + int{!a.delete_pool.empty()} +
+                      int{a.list_pools} + int{!a.add_device.empty()} +
                       int{!a.remove_device.empty()} + int{a.list_devices};
   if (actions == 0)
     throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
@@ -160,11 +166,14 @@ Status run(ApiClient& api, const Args& a) {
     if (!a.pool.empty()) body["pool"] = a.pool;
     if (a.stripes) body["stripes"] = a.stripes;
     if (a.mirrors) body["mirrors"] = a.mirrors;
-    if (!a.stripe_size.empty()) body["stripe_size_bytes"] = parse_size_option("--stripe-size", a.stripe_size);
+    if (!a.stripe_size.empty())
+      body["stripe_size_bytes"] = parse_size_option("--stripe-size", a.stripe_size);
     if (a.block_size) body["block_size_bytes"] = a.block_size;
     RSIO_TRY(json v, api.call("POST", "/1.0/volumes", body));
-    if (a.json_out) print_json(v);
-    else note_rounding(size, v);
+    if (a.json_out)
+      print_json(v);
+    else
+      note_rounding(size, v);
     return {};
   }
   if (!a.resize.empty()) {
@@ -172,42 +181,52 @@ Status run(ApiClient& api, const Args& a) {
     const uint64_t size = parse_size_option("-S/--size", a.size);
     RSIO_TRY(json v, api.call("PATCH", "/1.0/volumes/" + url_encode(a.resize),
                               json{{"size_bytes", size}, {"force", a.force}}));
-    if (a.json_out) print_json(v);
+    if (a.json_out)
+      print_json(v);
     else {
       note_rounding(size, v);
-      fmt::print("volume {} is now {} ({} blocks)\n", str(v, "name"), format_size(u64(v, "size_bytes")),
-                 u64(v, "blocks"));
+      fmt::print("volume {} is now {} ({} blocks)\n", str(v, "name"),
+                 format_size(u64(v, "size_bytes")), u64(v, "blocks"));
     }
     return {};
   }
   if (!a.remove.empty()) {
     RSIO_TRY(json r, api.call("DELETE", "/1.0/volumes/" + url_encode(a.remove) +
                                             (a.force ? "?force=true" : "")));
-    if (a.json_out) print_json(r);
-    else fmt::print("volume {} deleted\n", a.remove);
+    if (a.json_out)
+      print_json(r);
+    else
+      fmt::print("volume {} deleted\n", a.remove);
     return {};
   }
   if (!a.rename.empty()) {
     RSIO_TRY(json v, api.call("PATCH", "/1.0/volumes/" + url_encode(a.rename[0]),
                               json{{"name", a.rename[1]}}));
-    if (a.json_out) print_json(v);
-    else fmt::print("volume {} renamed to {}\n", a.rename[0], str(v, "name"));
+    if (a.json_out)
+      print_json(v);
+    else
+      fmt::print("volume {} renamed to {}\n", a.rename[0], str(v, "name"));
     return {};
   }
   if (!a.create_pool.empty()) {
     json body = {{"name", a.create_pool}, {"default", a.make_default}};
-    if (!a.extent_size.empty()) body["extent_size_bytes"] = parse_size_option("--extent-size", a.extent_size);
+    if (!a.extent_size.empty())
+      body["extent_size_bytes"] = parse_size_option("--extent-size", a.extent_size);
     RSIO_TRY(json p, api.call("POST", "/1.0/pools", body));
-    if (a.json_out) print_json(p);
+    if (a.json_out)
+      print_json(p);
     else
       fmt::print("pool {} created (extent size {}{})\n", str(p, "name"),
-                 format_size(u64(p, "extent_size_bytes")), p["default"].get<bool>() ? ", default" : "");
+                 format_size(u64(p, "extent_size_bytes")),
+                 p["default"].get<bool>() ? ", default" : "");
     return {};
   }
   if (!a.delete_pool.empty()) {
     RSIO_TRY(json r, api.call("DELETE", "/1.0/pools/" + url_encode(a.delete_pool)));
-    if (a.json_out) print_json(r);
-    else fmt::print("pool {} deleted\n", a.delete_pool);
+    if (a.json_out)
+      print_json(r);
+    else
+      fmt::print("pool {} deleted\n", a.delete_pool);
     return {};
   }
   if (!a.add_device.empty()) {
@@ -215,15 +234,18 @@ Status run(ApiClient& api, const Args& a) {
     if (!a.pool.empty()) body["pool"] = a.pool;
     if (!a.size.empty()) body["size_bytes"] = parse_size_option("-S/--size", a.size);
     RSIO_TRY(json d, api.call("POST", "/1.0/devices", body));
-    if (a.json_out) print_json(d);
+    if (a.json_out)
+      print_json(d);
     else
       fmt::print("device {} added to pool {}: {}, {} extents\n", str(d, "path"), str(d, "pool"),
                  format_size(u64(d, "size_bytes")), u64(d, "extent_count"));
     return {};
   }
   RSIO_TRY(json r, api.call("DELETE", "/1.0/devices?path=" + url_encode(a.remove_device)));
-  if (a.json_out) print_json(r);
-  else fmt::print("device {} removed\n", a.remove_device);
+  if (a.json_out)
+    print_json(r);
+  else
+    fmt::print("device {} removed\n", a.remove_device);
   return {};
 }
 
@@ -248,25 +270,37 @@ int main(int argc, char** argv) {
       "smgr"};
   app.get_formatter()->column_width(32);
   app.add_option("-c,--create", a.create, "Create a volume with this name")->type_name("NAME");
-  app.add_option("-S,--size", a.size, "Size for -c, -r, or of a file to create with -a")->type_name("SIZE");
-  app.add_option("-p,--pool", a.pool, "Pool for -c or -a (default: the default pool)")->type_name("POOL");
+  app.add_option("-S,--size", a.size, "Size for -c, -r, or of a file to create with -a")
+      ->type_name("SIZE");
+  app.add_option("-p,--pool", a.pool, "Pool for -c or -a (default: the default pool)")
+      ->type_name("POOL");
   app.add_option("--stripes", a.stripes, "With -c: stripe over N devices")->type_name("N");
-  app.add_option("--stripe-size", a.stripe_size, "With -c: stripe size (default 64K)")->type_name("SIZE");
-  app.add_option("--mirrors", a.mirrors, "With -c: keep N copies on distinct devices")->type_name("N");
-  app.add_option("--block-size", a.block_size, "With -c: logical block size, 512 or 4096")->type_name("BYTES");
+  app.add_option("--stripe-size", a.stripe_size, "With -c: stripe size (default 64K)")
+      ->type_name("SIZE");
+  app.add_option("--mirrors", a.mirrors, "With -c: keep N copies on distinct devices")
+      ->type_name("N");
+  app.add_option("--block-size", a.block_size, "With -c: logical block size, 512 or 4096")
+      ->type_name("BYTES");
   app.add_flag("-q,--query", a.query, "List volumes");
   app.add_flag("-v,--verbose", a.verbose, "With -q: show segments and devices");
   app.add_option("-r,--resize", a.resize, "Resize a volume to -S SIZE")->type_name("NAME");
-  app.add_option("-d,--delete", a.remove, "Delete a volume (refused while granted)")->type_name("NAME");
-  app.add_option("-n,--rename", a.rename, "Rename a volume")->expected(2)->type_name("NAME NEWNAME");
-  app.add_flag("-f,--force", a.force, "Allow shrinking, deleting a granted volume, overwriting a labelled device");
+  app.add_option("-d,--delete", a.remove, "Delete a volume (refused while granted)")
+      ->type_name("NAME");
+  app.add_option("-n,--rename", a.rename, "Rename a volume")
+      ->expected(2)
+      ->type_name("NAME NEWNAME");
+  app.add_flag("-f,--force", a.force,
+               "Allow shrinking, deleting a granted volume, overwriting a labelled device");
   app.add_option("--create-pool", a.create_pool, "Create a pool")->type_name("NAME");
-  app.add_option("--extent-size", a.extent_size, "With --create-pool: extent size (default 4M)")->type_name("SIZE");
+  app.add_option("--extent-size", a.extent_size, "With --create-pool: extent size (default 4M)")
+      ->type_name("SIZE");
   app.add_flag("--default", a.make_default, "With --create-pool: make it the default pool");
   app.add_option("--delete-pool", a.delete_pool, "Delete an empty pool")->type_name("NAME");
   app.add_flag("-P,--pools", a.list_pools, "List pools");
-  app.add_option("-a,--add-device", a.add_device, "Add a block device or file to a pool")->type_name("PATH");
-  app.add_option("--remove-device", a.remove_device, "Remove an unused device from its pool")->type_name("PATH");
+  app.add_option("-a,--add-device", a.add_device, "Add a block device or file to a pool")
+      ->type_name("PATH");
+  app.add_option("--remove-device", a.remove_device, "Remove an unused device from its pool")
+      ->type_name("PATH");
   app.add_flag("-D,--devices", a.list_devices, "List devices with used and free space");
   app.add_flag("--json", a.json_out, "Print the API's JSON instead of tables");
   add_socket_option(app, a.socket);

@@ -1,9 +1,9 @@
 #include "common/ids.h"
 
+#include <fmt/format.h>
 #include <sys/random.h>
 
 #include <chrono>
-#include <fmt/format.h>
 
 #include "common/assert.h"
 
@@ -51,8 +51,8 @@ std::string Uuid::str() const {
   return fmt::format(
       "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
       "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-      x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10], x[11], x[12], x[13],
-      x[14], x[15]);
+      x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10], x[11], x[12], x[13], x[14],
+      x[15]);
 }
 
 bool Uuid::is_nil() const {

@@ -1,9 +1,9 @@
 #include "common/result.h"
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 #include "common/assert.h"
 
@@ -11,17 +11,28 @@ namespace rsio {
 
 std::string_view errc_name(Errc code) {
   switch (code) {
-    case Errc::kInvalidArgument: return "invalid-argument";
-    case Errc::kNotFound: return "not-found";
-    case Errc::kAlreadyExists: return "already-exists";
-    case Errc::kNoSpace: return "no-space";
-    case Errc::kInUse: return "in-use";
-    case Errc::kIo: return "io-error";
-    case Errc::kCorrupt: return "corrupt";
-    case Errc::kUnsupportedVersion: return "unsupported-version";
-    case Errc::kPermissionDenied: return "permission-denied";
-    case Errc::kUnavailable: return "unavailable";
-    case Errc::kInternal: return "internal";
+    case Errc::kInvalidArgument:
+      return "invalid-argument";
+    case Errc::kNotFound:
+      return "not-found";
+    case Errc::kAlreadyExists:
+      return "already-exists";
+    case Errc::kNoSpace:
+      return "no-space";
+    case Errc::kInUse:
+      return "in-use";
+    case Errc::kIo:
+      return "io-error";
+    case Errc::kCorrupt:
+      return "corrupt";
+    case Errc::kUnsupportedVersion:
+      return "unsupported-version";
+    case Errc::kPermissionDenied:
+      return "permission-denied";
+    case Errc::kUnavailable:
+      return "unavailable";
+    case Errc::kInternal:
+      return "internal";
   }
   return "internal";
 }

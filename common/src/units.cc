@@ -71,21 +71,35 @@ Result<uint64_t> parse_size(std::string_view text) {
   if (!any_digit) return size_error(text, "not a number");
 
   std::string unit;
-  for (; i < text.size(); ++i) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+  for (; i < text.size(); ++i)
+    unit += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
   uint64_t multiplier = 0;
-  if (unit.empty() || unit == "b") multiplier = 1;
-  else if (unit == "s") multiplier = kSectorSizeBytes;
+  if (unit.empty() || unit == "b")
+    multiplier = 1;
+  else if (unit == "s")
+    multiplier = kSectorSizeBytes;
   else {
     const char u = unit[0];
     std::string_view rest = std::string_view(unit).substr(1);
     if (!(rest.empty() || rest == "b" || rest == "ib")) return size_error(text, "unknown unit");
     switch (u) {
-      case 'k': multiplier = kKiB; break;
-      case 'm': multiplier = kMiB; break;
-      case 'g': multiplier = kGiB; break;
-      case 't': multiplier = kTiB; break;
-      case 'p': multiplier = 1024 * kTiB; break;
-      default: return size_error(text, "unknown unit");
+      case 'k':
+        multiplier = kKiB;
+        break;
+      case 'm':
+        multiplier = kMiB;
+        break;
+      case 'g':
+        multiplier = kGiB;
+        break;
+      case 't':
+        multiplier = kTiB;
+        break;
+      case 'p':
+        multiplier = 1024 * kTiB;
+        break;
+      default:
+        return size_error(text, "unknown unit");
     }
   }
 
@@ -111,7 +125,8 @@ std::string format_size(uint64_t size_bytes) {
     ++u;
   }
   if (size_bytes % unit == 0) return fmt::format("{} {}", size_bytes / unit, kUnits[u]);
-  return fmt::format("{:.2f} {}", static_cast<double>(size_bytes) / static_cast<double>(unit), kUnits[u]);
+  return fmt::format("{:.2f} {}", static_cast<double>(size_bytes) / static_cast<double>(unit),
+                     kUnits[u]);
 }
 
 }  // namespace rsio

@@ -43,8 +43,10 @@ Result<std::string> dump_schema(Database& db) {
   std::string out;
   RSIO_TRY(int version, schema_version(db));
   out += fmt::format("user_version {}\n", version);
-  RSIO_TRY(Statement * st, db.prepare(
-      "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name"));
+  RSIO_TRY(
+      Statement * st,
+      db.prepare(
+          "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name"));
   for (;;) {
     RSIO_TRY(bool row, st->step());
     if (!row) break;

@@ -33,7 +33,8 @@ class ApiTest : public ::testing::Test {
     db_.reset();
     std::filesystem::remove_all(dir_);
   }
-  std::pair<int, json> call(const std::string& method, const std::string& target, const std::string& body = "") {
+  std::pair<int, json> call(const std::string& method, const std::string& target,
+                            const std::string& body = "") {
     ApiResponse r = api_->handle({method, target, body});
     return {r.status, json::parse(r.body)};
   }
@@ -47,14 +48,16 @@ class ApiTest : public ::testing::Test {
 
 TEST_F(ApiTest, CreatesPoolDeviceVolumeClientGrant) {
   EXPECT_EQ(call("POST", "/1.0/pools", R"({"name":"default"})").first, 201);
-  auto dev = call("POST", "/1.0/devices", json{{"path", dir_ + "/a.img"}, {"size_bytes", 1 << 30}}.dump());
+  auto dev =
+      call("POST", "/1.0/devices", json{{"path", dir_ + "/a.img"}, {"size_bytes", 1 << 30}}.dump());
   ASSERT_EQ(dev.first, 201) << dev.second;
   auto vol = call("POST", "/1.0/volumes", R"({"name":"eisberg","size_bytes":1073741824})");
   ASSERT_EQ(vol.first, 507) << "1 GiB does not fit next to the 1 MiB label area";
   vol = call("POST", "/1.0/volumes", R"({"name":"eisberg","size_bytes":536870912})");
   ASSERT_EQ(vol.first, 201) << vol.second;
   EXPECT_EQ(vol.second["blocks"], 1048576);
-  EXPECT_EQ(call("POST", "/1.0/clients", R"({"name":"tux","node_key":"Linuxtag"})").second["id"], 1);
+  EXPECT_EQ(call("POST", "/1.0/clients", R"({"name":"tux","node_key":"Linuxtag"})").second["id"],
+            1);
   auto g = call("POST", "/1.0/grants", R"({"volume":"eisberg","client":"tux"})");
   EXPECT_EQ(g.first, 201);
   EXPECT_EQ(g.second["access"], "rw");

@@ -14,9 +14,9 @@ TEST(ValidateName, AcceptsOrdinaryNames) {
 }
 
 TEST(ValidateName, RejectsSlashSpaceLengthAndOptionLookalikes) {
-  for (std::string bad : {std::string(), std::string("a/b"), std::string("a b"), std::string(65, 'a'),
-                          std::string("-rf"), std::string(".hidden"), std::string("a\nb"),
-                          std::string("\xc3\xa4")}) {
+  for (std::string bad :
+       {std::string(), std::string("a/b"), std::string("a b"), std::string(65, 'a'),
+        std::string("-rf"), std::string(".hidden"), std::string("a\nb"), std::string("\xc3\xa4")}) {
     auto st = validate_name(bad, "volume name");
     EXPECT_FALSE(st) << bad;
     if (!st) {

@@ -115,9 +115,11 @@ TEST(Database, SchemaEnforcesStrictTypesAndConstraints) {
   auto db = open_db(dir.file("strict.db"));
   ASSERT_TRUE(migrate(*db, builtin_migrations()));
   // STRICT: text into an INTEGER column fails.
-  EXPECT_FALSE(db->exec("INSERT INTO clients (id, name, node_key, created_ms) VALUES ('x', 'a', 'k', 0)"));
+  EXPECT_FALSE(
+      db->exec("INSERT INTO clients (id, name, node_key, created_ms) VALUES ('x', 'a', 'k', 0)"));
   // Foreign keys are enforced.
-  EXPECT_FALSE(db->exec("INSERT INTO grants (volume_id, client_id, access, created_ms) VALUES (1, 1, 'rw', 0)"));
+  EXPECT_FALSE(db->exec(
+      "INSERT INTO grants (volume_id, client_id, access, created_ms) VALUES (1, 1, 'rw', 0)"));
   // Journal mode and durability settings.
   auto* q = *db->prepare("PRAGMA journal_mode");
   ASSERT_TRUE(*q->step());

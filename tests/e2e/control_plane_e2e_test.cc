@@ -102,8 +102,10 @@ TEST_F(ControlPlane, SeedServerTranscriptPrintsTheSeedsOutput) {
   std::vector<std::pair<std::string, std::string>> steps;  // command, expected output
   for (std::string line; std::getline(in, line);) {
     if (line.rfind('#', 0) == 0) continue;
-    if (line.rfind("srv# ", 0) == 0) steps.push_back({line.substr(5), ""});
-    else if (!steps.empty()) steps.back().second += line + "\n";
+    if (line.rfind("srv# ", 0) == 0)
+      steps.push_back({line.substr(5), ""});
+    else if (!steps.empty())
+      steps.back().second += line + "\n";
   }
   ASSERT_EQ(steps.size(), 7u);
   for (const auto& [command, expected] : steps) {
@@ -136,7 +138,8 @@ TEST_F(ControlPlane, EverythingPersistsAcrossRestart) {
   EXPECT_EQ(snapshot(), before);
   auto grants = cli("rsadmin -qa");
   EXPECT_EQ(rstrip_lines(grants.out),
-            "0 testvol         : trainee\n0 probe2          : dummy,trainee\n0 striped         : dummy\n");
+            "0 testvol         : trainee\n0 probe2          : dummy,trainee\n0 striped         : "
+            "dummy\n");
 }
 
 TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
@@ -165,7 +168,8 @@ TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
       {"rsadmin -g nosuchvol tux", 1, "volume nosuchvol does not exist"},
       {"rsadmin -g eisberg nosuchnode", 1, "node nosuchnode does not exist"},
       {"smgr -c big -S 100g", 1, "not enough free space in pool 'default'"},
-      {"smgr -c m3 -S 1g --mirrors 3", 1, "need 3 distinct devices with 1 GiB free, pool 'default' has 1"},
+      {"smgr -c m3 -S 1g --mirrors 3", 1,
+       "need 3 distinct devices with 1 GiB free, pool 'default' has 1"},
       {"smgr -c both -S 1g --mirrors 2 --stripes 2", 1, "either striped or mirrored"},
       {"smgr -c bs -S 1g --block-size 1000", 1, "block size must be 512 or 4096"},
       {"smgr -c ss -S 1g --stripe-size 64k", 1, "needs a striped layout"},
@@ -213,14 +217,17 @@ std::string raw_http(const std::string& socket_path, const std::string& request)
   (void)!::write(fd, request.data(), request.size());
   std::string reply;
   char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) reply.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;)
+    reply.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return reply;
 }
 
 std::string post(const std::string& path, const std::string& body) {
-  return "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  return "POST " + path +
+         " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+         "Content-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 TEST_F(ControlPlane, ApiRejectsMalformedJsonAndUnknownFields) {
@@ -229,7 +236,8 @@ TEST_F(ControlPlane, ApiRejectsMalformedJsonAndUnknownFields) {
   auto r = raw_http(socket_, post("/1.0/volumes", "{\"name\": \"x\", \"size_bytes\": "));
   EXPECT_NE(r.find("400 Bad Request"), std::string::npos) << r;
   EXPECT_NE(r.find("not valid JSON"), std::string::npos) << r;
-  r = raw_http(socket_, post("/1.0/volumes", R"({"name":"x","size_bytes":1048576,"colour":"red"})"));
+  r = raw_http(socket_,
+               post("/1.0/volumes", R"({"name":"x","size_bytes":1048576,"colour":"red"})"));
   EXPECT_NE(r.find("400 Bad Request"), std::string::npos) << r;
   EXPECT_NE(r.find("unknown field 'colour'"), std::string::npos) << r;
   r = raw_http(socket_, post("/1.0/volumes", R"({"name":"x","size_bytes":"1g"})"));
@@ -238,7 +246,9 @@ TEST_F(ControlPlane, ApiRejectsMalformedJsonAndUnknownFields) {
   EXPECT_NE(r.find("must be a JSON object"), std::string::npos) << r;
   r = raw_http(socket_, "GET /2.0/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(r.find("404 Not Found"), std::string::npos) << r;
-  r = raw_http(socket_, "PUT /1.0/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  r = raw_http(
+      socket_,
+      "PUT /1.0/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
   EXPECT_NE(r.find("405"), std::string::npos) << r;
   r = raw_http(socket_, "garbage\r\n\r\n");
   EXPECT_NE(r.find("400"), std::string::npos) << r;
@@ -292,9 +302,11 @@ TEST_F(ControlPlane, CorruptDatabaseIsRefusedAndLeftAlone) {
   const std::string garbage(65536, '\x42');
   std::ofstream(db) << garbage;
   EXPECT_FALSE(daemon_->start());
-  EXPECT_NE(daemon_->log().find("damaged or not an RSIO database"), std::string::npos) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("damaged or not an RSIO database"), std::string::npos)
+      << daemon_->log();
   std::ifstream in(db);
-  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), garbage);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()),
+            garbage);
 }
 
 TEST_F(ControlPlane, DatabaseFromANewerReleaseIsRefused) {

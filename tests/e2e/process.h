@@ -32,7 +32,9 @@ std::vector<std::string> split_words(const std::string& line);
 class Daemon {
  public:
   Daemon(std::string rsiod_path, std::string state_dir, std::string socket_path)
-      : rsiod_(std::move(rsiod_path)), state_dir_(std::move(state_dir)), socket_(std::move(socket_path)) {}
+      : rsiod_(std::move(rsiod_path)),
+        state_dir_(std::move(state_dir)),
+        socket_(std::move(socket_path)) {}
   ~Daemon() { stop(); }
 
   // Starts rsiod with the given extra arguments and waits (up to 20 s) until its socket

@@ -42,8 +42,8 @@ class AllocatorModel {
       for (const Area& a : s.areas)
         for (uint64_t e = a.pv_start_extent; e < a.pv_start_extent + a.extent_count; ++e) {
           int& o = owner_.at(a.pv_id).at(e);
-          ASSERT_TRUE(o == 0 || o == id) << "extent " << e << " of pv " << a.pv_id << " owned by " << o
-                                         << ", given to " << id;
+          ASSERT_TRUE(o == 0 || o == id)
+              << "extent " << e << " of pv " << a.pv_id << " owned by " << o << ", given to " << id;
           o = id;
         }
   }
@@ -57,7 +57,8 @@ class AllocatorModel {
   LayoutSpec random_spec() {
     LayoutSpec s;
     switch (rng_() % 3) {
-      case 0: break;
+      case 0:
+        break;
       case 1:
         s.layout = Layout::kStriped;
         s.stripes = 2 + static_cast<uint32_t>(rng_() % 2);
@@ -154,8 +155,10 @@ class AllocatorModel {
     // Every volume maps exactly its logical size and satisfies its layout's rules; the
     // model's owner table says the extents are the volume's own, so none is owned twice.
     for (const auto& [id, v] : volumes_) {
-      ASSERT_TRUE(check_segments(v.spec, v.segments)) << check_segments(v.spec, v.segments).error().message;
-      uint64_t mapped = v.segments.empty() ? 0 : v.segments.back().start_extent + v.segments.back().extent_count;
+      ASSERT_TRUE(check_segments(v.spec, v.segments))
+          << check_segments(v.spec, v.segments).error().message;
+      uint64_t mapped =
+          v.segments.empty() ? 0 : v.segments.back().start_extent + v.segments.back().extent_count;
       ASSERT_EQ(mapped, v.logical);
       for (const Segment& s : v.segments)
         for (const Area& a : s.areas)
@@ -206,8 +209,9 @@ TEST(Allocator, MirrorLegsUseDistinctDevicesAndSayWhatIsMissing) {
   Status st = allocate_extents(space, spec, AllocContext{"default", 4 << 20}, segs, 128);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, Errc::kNoSpace);
-  EXPECT_NE(st.error().message.find("need 3 distinct devices with 512 MiB free, pool 'default' has 2"),
-            std::string::npos)
+  EXPECT_NE(
+      st.error().message.find("need 3 distinct devices with 512 MiB free, pool 'default' has 2"),
+      std::string::npos)
       << st.error().message;
   EXPECT_EQ(space.free_extents(), 400u);
 }

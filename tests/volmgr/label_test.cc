@@ -52,7 +52,8 @@ TEST(Label, NewerFormatVersionIsReported) {
   b[8] = std::byte{2};  // version field
   // Re-seal the checksum so only the version differs.
   const uint32_t crc = crc32c(std::span(b.data(), kLabelSizeBytes - 4));
-  for (int i = 0; i < 4; ++i) b[kLabelSizeBytes - 4 + i] = static_cast<std::byte>((crc >> (8 * i)) & 0xff);
+  for (int i = 0; i < 4; ++i)
+    b[kLabelSizeBytes - 4 + i] = static_cast<std::byte>((crc >> (8 * i)) & 0xff);
   auto d = decode_label(b);
   ASSERT_FALSE(d);
   EXPECT_EQ(d.error().code, Errc::kUnsupportedVersion);

@@ -87,8 +87,8 @@ Error no_space_error(const PoolSpace& space, const LayoutSpec& spec, const Alloc
       fmt::format("cannot place {} {} in pool '{}': need {} distinct devices with {} free, pool "
                   "'{}' has {}; add devices (smgr --add-device) or use fewer {}",
                   spec.width(), what, ctx.pool_name, spec.width(),
-                  format_size(per_area_extents * ctx.extent_size_bytes), ctx.pool_name,
-                  big_enough, what));
+                  format_size(per_area_extents * ctx.extent_size_bytes), ctx.pool_name, big_enough,
+                  what));
 }
 
 }  // namespace
@@ -132,7 +132,8 @@ Status allocate_extents(PoolSpace& space, const LayoutSpec& spec, const AllocCon
     std::set<int64_t> in_segment;
     for (uint32_t k = 0; k < width; ++k) {
       // Continue the previous area in place when possible: fewer, longer segments.
-      if (cursor[k].valid && space.usable(cursor[k].pv_id) && !in_segment.contains(cursor[k].pv_id)) {
+      if (cursor[k].valid && space.usable(cursor[k].pv_id) &&
+          !in_segment.contains(cursor[k].pv_id)) {
         const uint64_t run = space.find(cursor[k].pv_id)->free_run_at(cursor[k].next_extent);
         if (run > 0) {
           chosen[k] = Area{cursor[k].pv_id, cursor[k].next_extent, std::min(run, remaining)};
@@ -189,7 +190,8 @@ Status allocate_extents(PoolSpace& space, const LayoutSpec& spec, const AllocCon
       result.back().extent_count += logical;
       for (uint32_t k = 0; k < width; ++k) result.back().areas[k].extent_count += step;
     } else {
-      const uint64_t start = result.empty() ? 0 : result.back().start_extent + result.back().extent_count;
+      const uint64_t start =
+          result.empty() ? 0 : result.back().start_extent + result.back().extent_count;
       result.push_back(Segment{start, logical, chosen});
     }
     remaining -= step;
@@ -233,13 +235,15 @@ Status reserve_segments(PoolSpace& space, const std::vector<Segment>& segments) 
   for (const Segment& s : segments) {
     for (const Area& a : s.areas) {
       ExtentMap* map = space.find(a.pv_id);
-      if (map == nullptr || a.extent_count == 0 || a.pv_start_extent + a.extent_count > map->extent_count() ||
+      if (map == nullptr || a.extent_count == 0 ||
+          a.pv_start_extent + a.extent_count > map->extent_count() ||
           !map->is_free(a.pv_start_extent, a.extent_count)) {
         for (const Area& d : done) space.find(d.pv_id)->release(d.pv_start_extent, d.extent_count);
-        return make_error(Errc::kCorrupt,
-                          fmt::format("metadata maps extents {}..{} of pv_id={} that are out of "
-                                      "range or used twice",
-                                      a.pv_start_extent, a.pv_start_extent + a.extent_count, a.pv_id));
+        return make_error(
+            Errc::kCorrupt,
+            fmt::format("metadata maps extents {}..{} of pv_id={} that are out of "
+                        "range or used twice",
+                        a.pv_start_extent, a.pv_start_extent + a.extent_count, a.pv_id));
       }
       map->reserve(a.pv_start_extent, a.extent_count);
       done.push_back(a);
@@ -259,9 +263,11 @@ Status check_segments(const LayoutSpec& spec, const std::vector<Segment>& segmen
   std::vector<std::set<int64_t>> leg_pvs(width);
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& s = segments[i];
-    if (s.start_extent != next) return bad(fmt::format("segment {} does not start at extent {}", i, next));
+    if (s.start_extent != next)
+      return bad(fmt::format("segment {} does not start at extent {}", i, next));
     if (s.extent_count == 0) return bad(fmt::format("segment {} is empty", i));
-    if (s.areas.size() != width) return bad(fmt::format("segment {} has {} areas, expected {}", i, s.areas.size(), width));
+    if (s.areas.size() != width)
+      return bad(fmt::format("segment {} has {} areas, expected {}", i, s.areas.size(), width));
     if (s.extent_count % spec.logical_per_area_extent() != 0)
       return bad(fmt::format("segment {} is not a multiple of the stripe count", i));
     std::set<int64_t> pvs;

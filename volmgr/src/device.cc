@@ -1,6 +1,7 @@
 #include "volmgr/device.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -8,9 +9,8 @@
 
 #include <array>
 #include <climits>
-#include <cstring>
 #include <cstdlib>
-#include <fmt/format.h>
+#include <cstring>
 
 namespace rsio::volmgr {
 
@@ -29,7 +29,8 @@ UniqueFd::~UniqueFd() {
 
 Result<DeviceProbe> probe_device(const std::string& path) {
   char resolved[PATH_MAX];
-  if (::realpath(path.c_str(), resolved) == nullptr) return errno_error(fmt::format("device {}", path), errno);
+  if (::realpath(path.c_str(), resolved) == nullptr)
+    return errno_error(fmt::format("device {}", path), errno);
   struct stat st {};
   if (::stat(resolved, &st) != 0) return errno_error(fmt::format("stat {}", resolved), errno);
   DeviceProbe p;

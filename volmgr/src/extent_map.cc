@@ -4,7 +4,8 @@
 
 namespace rsio::volmgr {
 
-ExtentMap::ExtentMap(uint64_t extent_count) : extent_count_(extent_count), free_count_(extent_count) {
+ExtentMap::ExtentMap(uint64_t extent_count)
+    : extent_count_(extent_count), free_count_(extent_count) {
   if (extent_count > 0) runs_.emplace(0, extent_count);
 }
 

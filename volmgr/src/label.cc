@@ -67,8 +67,8 @@ Result<std::optional<PvLabel>> decode_label(std::span<const std::byte> block) {
   const uint64_t version = get_le(block.data() + kOffVersion, 4);
   if (version > kLabelVersion)
     return make_error(Errc::kUnsupportedVersion,
-                      fmt::format("RSIO label version {} is newer than this release ({})",
-                                  version, kLabelVersion));
+                      fmt::format("RSIO label version {} is newer than this release ({})", version,
+                                  kLabelVersion));
   if (version == 0 || get_le(block.data() + kOffSize, 4) != kLabelSizeBytes)
     return make_error(Errc::kCorrupt, "RSIO label has a bad version or size field");
 

@@ -15,9 +15,12 @@ namespace rsio::volmgr {
 
 std::string_view layout_name(Layout layout) {
   switch (layout) {
-    case Layout::kLinear: return "linear";
-    case Layout::kStriped: return "striped";
-    case Layout::kMirrored: return "mirrored";
+    case Layout::kLinear:
+      return "linear";
+    case Layout::kStriped:
+      return "striped";
+    case Layout::kMirrored:
+      return "mirrored";
   }
   return "linear";
 }
@@ -33,9 +36,12 @@ std::string_view pv_kind_name(PvKind kind) { return kind == PvKind::kFile ? "fil
 
 std::string_view pv_state_name(PvState state) {
   switch (state) {
-    case PvState::kOk: return "ok";
-    case PvState::kMissing: return "missing";
-    case PvState::kLabelMismatch: return "label-mismatch";
+    case PvState::kOk:
+      return "ok";
+    case PvState::kMissing:
+      return "missing";
+    case PvState::kLabelMismatch:
+      return "label-mismatch";
   }
   return "ok";
 }
@@ -58,8 +64,9 @@ Result<std::unique_ptr<VolumeManager>> VolumeManager::open(db::Database& db) {
 
 Status VolumeManager::load() {
   {
-    RSIO_TRY(db::Statement * st, db_.prepare(
-        "SELECT id, uuid, name, extent_size_bytes, is_default, created_ms FROM pools"));
+    RSIO_TRY(
+        db::Statement * st,
+        db_.prepare("SELECT id, uuid, name, extent_size_bytes, is_default, created_ms FROM pools"));
     for (;;) {
       RSIO_TRY(bool row, st->step());
       if (!row) break;
@@ -75,9 +82,11 @@ Status VolumeManager::load() {
     }
   }
   {
-    RSIO_TRY(db::Statement * st, db_.prepare(
-        "SELECT id, uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
-        "label_generation, created_ms FROM pvs"));
+    RSIO_TRY(
+        db::Statement * st,
+        db_.prepare(
+            "SELECT id, uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
+            "label_generation, created_ms FROM pvs"));
     for (;;) {
       RSIO_TRY(bool row, st->step());
       if (!row) break;
@@ -97,9 +106,10 @@ Status VolumeManager::load() {
     }
   }
   {
-    RSIO_TRY(db::Statement * st, db_.prepare(
-        "SELECT id, uuid, name, pool_id, size_bytes, block_size_bytes, layout, stripes, "
-        "stripe_size_bytes, mirrors, created_ms FROM volumes"));
+    RSIO_TRY(db::Statement * st,
+             db_.prepare(
+                 "SELECT id, uuid, name, pool_id, size_bytes, block_size_bytes, layout, stripes, "
+                 "stripe_size_bytes, mirrors, created_ms FROM volumes"));
     for (;;) {
       RSIO_TRY(bool row, st->step());
       if (!row) break;
@@ -120,11 +130,12 @@ Status VolumeManager::load() {
     }
   }
   {
-    RSIO_TRY(db::Statement * st, db_.prepare(
-        "SELECT s.volume_id, s.idx, s.start_extent, s.extent_count, a.area_idx, a.pv_id, "
-        "a.pv_start_extent, a.extent_count FROM segments s JOIN areas a "
-        "ON a.volume_id = s.volume_id AND a.segment_idx = s.idx "
-        "ORDER BY s.volume_id, s.idx, a.area_idx"));
+    RSIO_TRY(db::Statement * st,
+             db_.prepare(
+                 "SELECT s.volume_id, s.idx, s.start_extent, s.extent_count, a.area_idx, a.pv_id, "
+                 "a.pv_start_extent, a.extent_count FROM segments s JOIN areas a "
+                 "ON a.volume_id = s.volume_id AND a.segment_idx = s.idx "
+                 "ORDER BY s.volume_id, s.idx, a.area_idx"));
     for (;;) {
       RSIO_TRY(bool row, st->step());
       if (!row) break;
@@ -143,8 +154,7 @@ Status VolumeManager::load() {
       return make_error(Errc::kCorrupt, fmt::format("volume '{}' has a malformed mapping: {}",
                                                     v.name, st.error().message));
     if (Status st = reserve_segments(space_.at(v.pool_id), v.segments); !st)
-      return make_error(Errc::kCorrupt,
-                        fmt::format("volume '{}': {}", v.name, st.error().message));
+      return make_error(Errc::kCorrupt, fmt::format("volume '{}': {}", v.name, st.error().message));
   }
   return {};
 }
@@ -155,8 +165,8 @@ void VolumeManager::verify_labels() {
       pv.state = state;
       pv.state_detail = std::move(detail);
       space_.at(pv.pool_id).set_usable(pv.id, false);
-      log::error("pv={} path={}: {}; volumes on it are unavailable until it is back",
-                 pv.uuid.str(), pv.path, pv.state_detail);
+      log::error("pv={} path={}: {}; volumes on it are unavailable until it is back", pv.uuid.str(),
+                 pv.path, pv.state_detail);
     };
     auto fd = open_device(pv.path, false);
     if (!fd) {
@@ -170,8 +180,8 @@ void VolumeManager::verify_labels() {
       mark(PvState::kLabelMismatch, "no RSIO label (the device at this path was replaced?)");
     } else if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pools_.at(pv.pool_id).uuid) {
       mark(PvState::kLabelMismatch,
-           fmt::format("label belongs to pv={} pool={}, not to this PV",
-                       (*label)->pv_uuid.str(), (*label)->pool_uuid.str()));
+           fmt::format("label belongs to pv={} pool={}, not to this PV", (*label)->pv_uuid.str(),
+                       (*label)->pool_uuid.str()));
     }
   }
 }
@@ -187,8 +197,9 @@ Result<const PoolInfo*> VolumeManager::resolve_pool(std::string_view name) const
   }
   const PoolInfo* p = find_pool(name);
   if (p == nullptr)
-    return make_error(Errc::kNotFound,
-                      fmt::format("pool '{}' does not exist; `smgr --pools` lists the pools", name));
+    return make_error(
+        Errc::kNotFound,
+        fmt::format("pool '{}' does not exist; `smgr --pools` lists the pools", name));
   return p;
 }
 
@@ -212,12 +223,13 @@ Result<PoolInfo> VolumeManager::create_pool(const CreatePoolRequest& req) {
 
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
   if (p.is_default) {
-    RSIO_TRY(db::Statement * clear, db_.prepare("UPDATE pools SET is_default = 0 WHERE is_default = 1"));
+    RSIO_TRY(db::Statement * clear,
+             db_.prepare("UPDATE pools SET is_default = 0 WHERE is_default = 1"));
     RSIO_TRY_STATUS(clear->run());
   }
-  RSIO_TRY(db::Statement * st, db_.prepare(
-      "INSERT INTO pools (uuid, name, extent_size_bytes, is_default, created_ms) "
-      "VALUES (?, ?, ?, ?, ?)"));
+  RSIO_TRY(db::Statement * st,
+           db_.prepare("INSERT INTO pools (uuid, name, extent_size_bytes, is_default, created_ms) "
+                       "VALUES (?, ?, ?, ?, ?)"));
   st->bind_all(p.uuid.str(), p.name, p.extent_size_bytes, int64_t{p.is_default}, p.created_ms);
   RSIO_TRY_STATUS(st->run());
   p.id = db_.last_insert_rowid();
@@ -234,7 +246,8 @@ Result<PoolInfo> VolumeManager::create_pool(const CreatePoolRequest& req) {
 
 Status VolumeManager::delete_pool(std::string_view name) {
   const PoolInfo* p = find_pool(name);
-  if (p == nullptr) return make_error(Errc::kNotFound, fmt::format("pool '{}' does not exist", name));
+  if (p == nullptr)
+    return make_error(Errc::kNotFound, fmt::format("pool '{}' does not exist", name));
   if (space_.at(p->id).pv_count() > 0)
     return make_error(Errc::kInUse, fmt::format("pool '{}' still has {} device(s); remove them "
                                                 "first (smgr --remove-device PATH)",
@@ -348,15 +361,22 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   pv.created_ms = now_ms();
 
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * st, db_.prepare(
-      "INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
-      "label_generation, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  RSIO_TRY(db::Statement * st,
+           db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
+                       "extent_count, "
+                       "label_generation, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   st->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
                pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms);
   RSIO_TRY_STATUS(st->run());
   pv.id = db_.last_insert_rowid();
-  PvLabel label{pv.uuid, pool->uuid, pv.label_generation, pv.size_bytes, pv.data_offset_bytes,
-                pool->extent_size_bytes, pv.created_ms, pool->name};
+  PvLabel label{pv.uuid,
+                pool->uuid,
+                pv.label_generation,
+                pv.size_bytes,
+                pv.data_offset_bytes,
+                pool->extent_size_bytes,
+                pv.created_ms,
+                pool->name};
   RSIO_TRY_STATUS(write_label(fd.get(), label));
   RSIO_TRY_STATUS(txn.commit());
   created = false;
@@ -375,8 +395,9 @@ Status VolumeManager::remove_device(std::string_view path) {
   for (const auto& [id, pv] : pvs_)
     if (pv.path == path || (probe && pv.path == probe->canonical_path)) found = &pv;
   if (found == nullptr)
-    return make_error(Errc::kNotFound,
-                      fmt::format("{} is not a device of any pool; `smgr --devices` lists them", path));
+    return make_error(
+        Errc::kNotFound,
+        fmt::format("{} is not a device of any pool; `smgr --devices` lists them", path));
   const ExtentMap* map = space_.at(found->pool_id).find(found->id);
   if (map->free_count() != map->extent_count()) {
     std::string users;
@@ -409,15 +430,18 @@ Status VolumeManager::remove_device(std::string_view path) {
 }
 
 Status VolumeManager::insert_segments(const VolumeInfo& v) {
-  RSIO_TRY(db::Statement * seg, db_.prepare(
-      "INSERT INTO segments (volume_id, idx, start_extent, extent_count) VALUES (?, ?, ?, ?)"));
+  RSIO_TRY(
+      db::Statement * seg,
+      db_.prepare(
+          "INSERT INTO segments (volume_id, idx, start_extent, extent_count) VALUES (?, ?, ?, ?)"));
   for (size_t i = 0; i < v.segments.size(); ++i) {
     const Segment& s = v.segments[i];
     seg->bind_all(v.id, static_cast<int64_t>(i), s.start_extent, s.extent_count);
     RSIO_TRY_STATUS(seg->run());
-    RSIO_TRY(db::Statement * area, db_.prepare(
-        "INSERT INTO areas (volume_id, segment_idx, area_idx, pv_id, pv_start_extent, "
-        "extent_count) VALUES (?, ?, ?, ?, ?, ?)"));
+    RSIO_TRY(
+        db::Statement * area,
+        db_.prepare("INSERT INTO areas (volume_id, segment_idx, area_idx, pv_id, pv_start_extent, "
+                    "extent_count) VALUES (?, ?, ?, ?, ?, ?)"));
     for (size_t k = 0; k < s.areas.size(); ++k) {
       const Area& a = s.areas[k];
       area->bind_all(v.id, static_cast<int64_t>(i), static_cast<int64_t>(k), a.pv_id,
@@ -455,21 +479,24 @@ Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) 
       break;
     case Layout::kStriped:
       if (spec.stripes < 2 || spec.stripes > kStripesMax)
-        return make_error(Errc::kInvalidArgument,
-                          fmt::format("stripe count {} is out of range 2..{}", spec.stripes, kStripesMax));
+        return make_error(
+            Errc::kInvalidArgument,
+            fmt::format("stripe count {} is out of range 2..{}", spec.stripes, kStripesMax));
       if (spec.stripe_size_bytes == 0) spec.stripe_size_bytes = kDefaultStripeSizeBytes;
       if (spec.stripe_size_bytes < 4096 || spec.stripe_size_bytes > pool->extent_size_bytes ||
           (spec.stripe_size_bytes & (spec.stripe_size_bytes - 1)) != 0)
-        return make_error(Errc::kInvalidArgument,
-                          fmt::format("invalid stripe size {}: use a power of two from 4 KiB to "
-                                      "the pool's extent size ({})",
-                                      spec.stripe_size_bytes, format_size(pool->extent_size_bytes)));
+        return make_error(
+            Errc::kInvalidArgument,
+            fmt::format("invalid stripe size {}: use a power of two from 4 KiB to "
+                        "the pool's extent size ({})",
+                        spec.stripe_size_bytes, format_size(pool->extent_size_bytes)));
       spec.mirrors = 1;
       break;
     case Layout::kMirrored:
       if (spec.mirrors < 2 || spec.mirrors > kMirrorsMax)
-        return make_error(Errc::kInvalidArgument,
-                          fmt::format("mirror count {} is out of range 2..{}", spec.mirrors, kMirrorsMax));
+        return make_error(
+            Errc::kInvalidArgument,
+            fmt::format("mirror count {} is out of range 2..{}", spec.mirrors, kMirrorsMax));
       spec.stripes = 1;
       spec.stripe_size_bytes = 0;
       break;
@@ -495,9 +522,11 @@ Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) 
 
   auto persist = [&]() -> Status {
     RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-    RSIO_TRY(db::Statement * st, db_.prepare(
-        "INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, layout, stripes, "
-        "stripe_size_bytes, mirrors, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    RSIO_TRY(db::Statement * st,
+             db_.prepare(
+                 "INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, layout, "
+                 "stripes, "
+                 "stripe_size_bytes, mirrors, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
                  layout_name(spec.layout), spec.stripes, spec.stripe_size_bytes, spec.mirrors,
                  v.created_ms);
@@ -524,12 +553,14 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
     return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
   VolumeInfo& v = volumes_.at(it->second);
   const PoolInfo& pool = pools_.at(v.pool_id);
-  if (size_bytes == 0) return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
+  if (size_bytes == 0)
+    return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
   const uint64_t old_logical = v.logical_extents();
   const uint64_t new_logical = logical_extents_for(size_bytes, v.spec, pool.extent_size_bytes);
   auto new_size = checked_mul(new_logical, pool.extent_size_bytes);
   if (!new_size || *new_size > (uint64_t{1} << 62))
-    return make_error(Errc::kInvalidArgument, fmt::format("volume size {} is too large", size_bytes));
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume size {} is too large", size_bytes));
   if (new_logical == old_logical) return v;
   if (new_logical < old_logical && !force)
     return make_error(Errc::kInvalidArgument,

@@ -26,7 +26,7 @@ struct ApiResponse {
 };
 
 struct ApiInfo {
-  std::string version;      // product version
+  std::string version;  // product version
   std::string state_dir;
   std::string namespace_name = "rsio";
   int namespace_index = 0;

@@ -1,10 +1,11 @@
 #include "cli/api_client.h"
 
+#include <fmt/format.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 #include "common/units.h"
 
@@ -30,8 +31,10 @@ Errc errc_from_name(std::string_view name) {
 std::string url_encode(std::string_view s) {
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
-    else out += fmt::format("%{:02X}", c);
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~')
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("%{:02X}", c);
   }
   return out;
 }
@@ -72,8 +75,8 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
   parser.body_limit(1ULL << 30);
   http::read(socket, buffer, parser, ec);
   if (ec)
-    return make_error(Errc::kUnavailable,
-                      fmt::format("reading rsiod's reply from {} failed: {}", socket_path_, ec.message()));
+    return make_error(Errc::kUnavailable, fmt::format("reading rsiod's reply from {} failed: {}",
+                                                      socket_path_, ec.message()));
   auto res = parser.release();
   json j = json::parse(res.body(), nullptr, false);
   if (j.is_discarded())

@@ -58,7 +58,7 @@ Error errno_error(std::string_view what, int err);
   if (!tmp) return tmp.error();        \
   decl = std::move(*tmp)
 #define RSIO_TRY(decl, expr) RSIO_TRY_IMPL(RSIO_CONCAT(rsio_try_, __LINE__), decl, expr)
-#define RSIO_TRY_STATUS(expr)                           \
-  do {                                                  \
+#define RSIO_TRY_STATUS(expr)                                    \
+  do {                                                           \
     if (auto rsio_st = (expr); !rsio_st) return rsio_st.error(); \
   } while (0)

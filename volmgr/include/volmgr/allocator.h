@@ -47,7 +47,8 @@ struct AllocContext {
 
 // Number of logical extents a volume of `size_bytes` needs with `spec`: whole extents,
 // a multiple of the stripe count for striped layouts.
-uint64_t logical_extents_for(uint64_t size_bytes, const LayoutSpec& spec, uint64_t extent_size_bytes);
+uint64_t logical_extents_for(uint64_t size_bytes, const LayoutSpec& spec,
+                             uint64_t extent_size_bytes);
 
 // Adds `add_logical_extents` (a multiple of spec.logical_per_area_extent()) to a volume
 // whose segments are `segments` (empty for a new volume). Continues the last segment's

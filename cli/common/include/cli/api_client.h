@@ -6,10 +6,10 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "common/result.h"
-#include <stdexcept>
 
 namespace rsio::cli {
 
