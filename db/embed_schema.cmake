@@ -1,6 +1,11 @@
 # Generates a C++ source holding every db/schema/NNNN_*.sql file, in order.
 # Inputs: SCHEMA_DIR, OUTPUT.
-file(GLOB files RELATIVE "${SCHEMA_DIR}" "${SCHEMA_DIR}/[0-9][0-9][0-9][0-9]_*.sql")
+file(GLOB files RELATIVE "${SCHEMA_DIR}" "${SCHEMA_DIR}/*.sql")
+foreach(f IN LISTS files)
+  if(NOT f MATCHES "^[0-9][0-9][0-9][0-9]_[a-z0-9_]+\\.sql$")
+    message(FATAL_ERROR "db/schema/${f}: migrations must be named NNNN_name.sql (lower case)")
+  endif()
+endforeach()
 list(SORT files)
 set(body "")
 set(expected 1)

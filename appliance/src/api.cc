@@ -295,12 +295,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
     }
     return j;
   };
-  auto client_json = [&](const Client& c) {
-    return json{{"id", c.id},
-                {"name", c.name},
-                {"node_key", c.node_key},
-                {"mode", c.mode},
-                {"created_ms", c.created_ms}};
+  // Node keys are secrets: shown only when asked for (rsadmin -qv), as the seed does.
+  auto client_json = [&](const Client& c, bool with_key) {
+    json j = {{"id", c.id}, {"name", c.name}, {"mode", c.mode}, {"created_ms", c.created_ms}};
+    if (with_key) j["node_key"] = c.node_key;
+    return j;
   };
   auto grant_json = [&](const Grant& g) {
     const VolumeInfo* v = volumes_.find_volume(g.volume_id);
@@ -362,6 +361,20 @@ ApiResponse Api::handle(const ApiRequest& req) {
     if (p.size() == 2 && m == "DELETE") {
       if (Status st = volumes_.delete_pool(p[1]); !st) return fail(st.error());
       return ok(200, json{{"deleted", p[1]}});
+    }
+    if (p.size() == 2 && m == "PATCH") {
+      auto body = parse_body(req.body, {"default"});
+      if (!body) return fail(body.error());
+      auto def = get_bool(*body, "default");
+      if (!def) return fail(def.error());
+      if (!*def)
+        return fail(
+            bad_request("only {\"default\": true} can be set; make another pool the "
+                        "default instead"));
+      auto pool = volumes_.set_default_pool(p[1]);
+      if (!pool) return fail(pool.error());
+      for (const auto& u : volumes_.pools())
+        if (u.info.id == pool->id) return ok(200, pool_json(u));
     }
     return p.size() <= 2 ? method_not_allowed() : not_found();
   }
@@ -435,6 +448,7 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (!layout_text) return fail(layout_text.error());
       // The layout follows from the counts unless named explicitly.
       const uint64_t s = stripes->value_or(1), mi = mirrors->value_or(1);
+      if (s == 0 || mi == 0) return fail(bad_request("stripes and mirrors must be at least 1"));
       if (s > 1 && mi > 1)
         return fail(
             bad_request("a volume is either striped or mirrored, not both; choose "
@@ -446,6 +460,10 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (!layout_text->empty()) {
         auto named = volmgr::parse_layout(*layout_text);
         if (!named) return fail(bad_request("layout must be linear, striped or mirrored"));
+        const Layout implied = s > 1 ? Layout::kStriped : mi > 1 ? Layout::kMirrored : layout;
+        if (implied != *named)
+          return fail(bad_request(
+              fmt::format("layout '{}' contradicts stripes={} mirrors={}", *layout_text, s, mi)));
         layout = *named;
       }
       if (stripe_size->has_value() && layout != Layout::kStriped)
@@ -475,7 +493,10 @@ ApiResponse Api::handle(const ApiRequest& req) {
         auto force = get_bool(*body, "force");
         if (!force) return fail(force.error());
         if (!size->has_value() && name->empty())
-          return fail(bad_request("PATCH needs size_bytes and/or name"));
+          return fail(bad_request("PATCH needs size_bytes or name"));
+        // Each is its own transaction; one per request keeps a request all-or-nothing.
+        if (size->has_value() && !name->empty())
+          return fail(bad_request("change size_bytes and name in separate requests"));
         std::string current = (*v)->name;
         // Validate both changes before applying either, so a bad request changes nothing.
         if (!name->empty()) {
@@ -513,8 +534,10 @@ ApiResponse Api::handle(const ApiRequest& req) {
 
   if (res == "clients") {
     if (p.size() == 1 && m == "GET") {
+      auto keys = query_flag(route, "keys");
+      if (!keys) return fail(keys.error());
       json list = json::array();
-      for (const Client* c : catalog_.clients()) list.push_back(client_json(*c));
+      for (const Client* c : catalog_.clients()) list.push_back(client_json(*c, *keys));
       return ok(200, json{{"clients", list}});
     }
     if (p.size() == 1 && m == "POST") {
@@ -526,13 +549,15 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (!key) return fail(key.error());
       auto c = catalog_.add_client(*name, *key);
       if (!c) return fail(c.error());
-      return ok(201, client_json(*c));
+      return ok(201, client_json(*c, false));
     }
     if (p.size() == 2 && m == "GET") {
       const Client* c = catalog_.find_client(p[1]);
       if (c == nullptr)
         return fail(make_error(Errc::kNotFound, fmt::format("node {} does not exist", p[1])));
-      return ok(200, client_json(*c));
+      auto keys = query_flag(route, "keys");
+      if (!keys) return fail(keys.error());
+      return ok(200, client_json(*c, *keys));
     }
     if (p.size() == 2 && m == "DELETE") {
       auto force = query_flag(route, "force");
@@ -573,7 +598,10 @@ ApiResponse Api::handle(const ApiRequest& req) {
       auto v = find_volume(p[1]);
       if (!v) return fail(v.error());
       if (Status st = catalog_.revoke((*v)->id, p[2]); !st) return fail(st.error());
-      return ok(200, json{{"revoked", {{"volume", p[1]}, {"client", p[2]}}}});
+      return ok(
+          200,
+          json{{"revoked",
+                {{"volume", p[1]}, {"client", p[2]}, {"namespace_index", info_.namespace_index}}}});
     }
     return p.size() <= 3 ? method_not_allowed() : not_found();
   }

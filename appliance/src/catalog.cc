@@ -62,7 +62,6 @@ Result<Client> Catalog::add_client(std::string_view name, std::string_view node_
                                   "(rsadmin -d {}) to register it again",
                                   name, existing->id, name));
   Client c;
-  c.id = clients_.empty() ? 1 : clients_.rbegin()->first + 1;
   c.name = std::string(name);
   c.node_key = std::string(node_key);
   c.mode = "rsio client";
@@ -70,10 +69,10 @@ Result<Client> Catalog::add_client(std::string_view name, std::string_view node_
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
   RSIO_TRY(
       db::Statement * st,
-      db_.prepare(
-          "INSERT INTO clients (id, name, node_key, mode, created_ms) VALUES (?, ?, ?, ?, ?)"));
-  st->bind_all(c.id, c.name, c.node_key, c.mode, c.created_ms);
+      db_.prepare("INSERT INTO clients (name, node_key, mode, created_ms) VALUES (?, ?, ?, ?)"));
+  st->bind_all(c.name, c.node_key, c.mode, c.created_ms);
   RSIO_TRY_STATUS(st->run());
+  c.id = db_.last_insert_rowid();
   RSIO_TRY_STATUS(txn.commit());
   log::info("client added: node={} nodeid={}", c.name, c.id);
   clients_.emplace(c.id, c);

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,10 +16,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
 #include <thread>
-
-#ifdef RSIO_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "appliance/api.h"
 #include "appliance/api_server.h"
@@ -39,13 +36,8 @@ namespace {
 namespace asio = boost::asio;
 using namespace rsio;
 
-void notify(const char* state) {
-#ifdef RSIO_HAVE_SYSTEMD
-  sd_notify(0, state);
-#else
-  (void)state;
-#endif
-}
+// Tells systemd (Type=notify) about readiness and shutdown; a no-op outside systemd.
+void notify(const char* state) { sd_notify(0, state); }
 
 struct Options {
   std::string state_dir = "/var/lib/rsio";
@@ -77,15 +69,17 @@ Result<int> lock_state_dir(const std::string& dir) {
   return fd;
 }
 
+// Creates `dir` (and missing parents) with `mode` for the directories it creates.
 Status ensure_dir(const std::string& dir, mode_t mode) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  const bool created = std::filesystem::create_directories(dir, ec);
   if (ec)
     return make_error(Errc::kIo, fmt::format("cannot create directory {}: {}", dir, ec.message()));
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return make_error(Errc::kIo, fmt::format("{} is not a directory", dir));
-  (void)mode;
+  if (created && ::chmod(dir.c_str(), mode) != 0)
+    return errno_error(fmt::format("chmod {}", dir), errno);
   return {};
 }
 
@@ -96,16 +90,44 @@ Status init_default_pool(volmgr::VolumeManager& vm, const std::string& state_dir
     log::info("--init-pool-size ignored: the appliance already has pools");
     return {};
   }
-  RSIO_TRY(volmgr::PoolInfo pool,
-           vm.create_pool({"default", volmgr::kDefaultExtentSizeBytes, true}));
   const std::string pool_dir = state_dir + "/pools";
   RSIO_TRY_STATUS(ensure_dir(pool_dir, 0700));
+  RSIO_TRY(volmgr::PoolInfo pool,
+           vm.create_pool({"default", volmgr::kDefaultExtentSizeBytes, true}));
   volmgr::AddDeviceRequest add;
   add.pool = pool.name;
   add.path = pool_dir + "/default-0.img";
   add.create_size_bytes = size_bytes;
-  RSIO_TRY(auto pv, vm.add_device(add));
-  log::info("default pool created on {} ({})", pv.info.path, format_size(pv.info.size_bytes));
+  auto pv = vm.add_device(add);
+  if (!pv) {
+    // Leave no empty pool behind, so the next start with --init-pool-size tries again.
+    if (Status st = vm.delete_pool(pool.name); !st)
+      log::error("could not remove the empty default pool: {}", st.error().message);
+    return pv.error();
+  }
+  log::info("default pool created on {} ({})", pv->info.path, format_size(pv->info.size_bytes));
+  return {};
+}
+
+// The namespace this appliance serves, from the settings table.
+Status read_namespace(db::Database& db, appliance::ApiInfo& info) {
+  RSIO_TRY(db::Statement * st, db.prepare("SELECT key, value FROM settings WHERE key IN "
+                                          "('namespace.name', 'namespace.index')"));
+  for (;;) {
+    RSIO_TRY(bool row, st->step());
+    if (!row) break;
+    const std::string key = st->column_text(0), value = st->column_text(1);
+    if (key == "namespace.name") info.namespace_name = value;
+    if (key == "namespace.index") {
+      char* end = nullptr;
+      const long index = std::strtol(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || index < 0 || index > 999)
+        return make_error(
+            Errc::kCorrupt,
+            fmt::format("setting namespace.index='{}' is not a number 0..999", value));
+      info.namespace_index = static_cast<int>(index);
+    }
+  }
   return {};
 }
 
@@ -147,8 +169,8 @@ int run(const Options& opt) {
     }
   }
 
-  // Everything that touches SQLite lives on the metadata thread from here on; start-up runs
-  // there too, synchronously, before the API accepts connections.
+  // Start-up opens the database on the main thread before any other thread exists; from
+  // the moment the metadata thread starts, only it touches SQLite and the models.
   asio::io_context meta_io(1);
   auto meta_guard = asio::make_work_guard(meta_io);
   std::unique_ptr<db::Database> database;
@@ -185,8 +207,12 @@ int run(const Options& opt) {
       return 1;
     }
   }
-  api = std::make_unique<appliance::Api>(
-      *volumes, *catalog, appliance::ApiInfo{RSIO_VERSION, state_dir, "rsio", 0, now_ms()});
+  appliance::ApiInfo info{RSIO_VERSION, state_dir, "rsio", 0, now_ms()};
+  if (Status st = read_namespace(*database, info); !st) {
+    log::error("cannot start: database {}: {}", db_path, st.error().message);
+    return 1;
+  }
+  api = std::make_unique<appliance::Api>(*volumes, *catalog, info);
 
   asio::io_context io(1);
   auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);

@@ -37,19 +37,18 @@ void print_json(const json& j) { fmt::print("{}\n", j.dump(2)); }
 
 std::string random_key() {
   static constexpr char kAlphabet[] = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  unsigned char raw[16];
-  size_t got = 0;
-  while (got < sizeof(raw)) {
-    ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
+  constexpr unsigned kLetters = sizeof(kAlphabet) - 1;
+  constexpr unsigned kLimit = 256 / kLetters * kLetters;  // reject the rest: no modulo bias
   std::string key;
-  for (unsigned char c : raw) key += kAlphabet[c % (sizeof(kAlphabet) - 1)];
+  while (key.size() < 16) {
+    unsigned char c = 0;
+    if (getrandom(&c, 1, 0) == 1 && c < kLimit) key += kAlphabet[c % kLetters];
+  }
   return key;
 }
 
 Status list_clients(ApiClient& api, const Args& a) {
-  RSIO_TRY(json r, api.call("GET", "/1.0/clients"));
+  RSIO_TRY(json r, api.call("GET", a.verbose > 0 ? "/1.0/clients?keys=true" : "/1.0/clients"));
   if (a.json_out) {
     print_json(r);
     return {};
@@ -77,19 +76,25 @@ Status list_grants(ApiClient& api, const Args& a) {
     print_json(r);
     return {};
   }
-  // Grants come ordered by volume, then client name: one line per volume.
-  std::vector<std::pair<std::string, std::vector<std::string>>> rows;
-  int ns = 0;
+  // Grants come ordered by volume, then client name: one line per volume, read-only grants
+  // marked "(ro)".
+  struct Row {
+    int ns = 0;
+    std::string volume;
+    std::vector<std::string> clients;
+  };
+  std::vector<Row> rows;
   for (const auto& g : r["grants"]) {
     const std::string vol = g["volume"].get<std::string>();
-    ns = g["namespace_index"].get<int>();
     std::string who = g["client"].get<std::string>();
-    if (a.verbose > 0 && g["access"] == "ro") who += "(ro)";
-    if (rows.empty() || rows.back().first != vol) rows.push_back({vol, {}});
-    rows.back().second.push_back(who);
+    if (g["access"] == "ro") who += "(ro)";
+    if (rows.empty() || rows.back().volume != vol)
+      rows.push_back({g["namespace_index"].get<int>(), vol, {}});
+    rows.back().clients.push_back(who);
   }
-  for (const auto& [vol, who] : rows)
-    fmt::print("{}\n", rstrip(fmt::format("{} {:<16}: {}", ns, vol, fmt::join(who, ","))));
+  for (const Row& row : rows)
+    fmt::print("{}\n", rstrip(fmt::format("{} {:<16}: {}", row.ns, row.volume,
+                                          fmt::join(row.clients, ","))));
   return {};
 }
 
@@ -141,6 +146,7 @@ Status run(ApiClient& api, const Args& a) {
                       int{!a.remove.empty()};
   if (!a.key.empty() && a.create.empty()) throw UsageError("-k/--key belongs to -c/--create");
   if (a.read_only && a.grant.empty()) throw UsageError("--read-only belongs to -g/--grant");
+  if (a.force && a.remove.empty()) throw UsageError("-f/--force belongs to -d/--delete");
   if (actions == 0) throw UsageError("say what to do: -q, -qv, -qa, -qA, -l, -c, -g, -r or -d");
   if (actions > 1) throw UsageError("give one action at a time");
 
@@ -182,7 +188,8 @@ Status run(ApiClient& api, const Args& a) {
       print_json(r);
       return {};
     }
-    fmt::print("access to {}@0 revoked from {}\n", a.revoke[0], a.revoke[1]);
+    fmt::print("access to {}@{} revoked from {}\n", a.revoke[0],
+               r["revoked"]["namespace_index"].get<int>(), a.revoke[1]);
     return {};
   }
   RSIO_TRY(json r, api.call("DELETE", fmt::format("/1.0/clients/{}{}", url_encode(a.remove),
@@ -211,8 +218,8 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(30);
   app.add_flag("-q,--query", a.query, "List registered nodes");
   app.add_flag("-v,--verbose", a.verbose, "More detail; repeat for more (-vv, -vvv)");
-  app.add_flag("-a,--access", a.access, "With -q: list grants per volume");
-  app.add_flag("-A,--opens", a.opens, "With -q: list open volumes and who has them open");
+  app.add_flag("-a,--access", a.access, "List grants per volume (-qa)");
+  app.add_flag("-A,--opens", a.opens, "List volumes and who has them open (-qA)");
   app.add_flag("-l,--sessions", a.sessions, "List connected nodes (sessions)");
   app.add_option("-c,--create", a.create, "Register a node with this name");
   app.add_option("-k,--key", a.key, "Node key for -c (generated and printed when omitted)");

@@ -33,6 +33,7 @@ struct Args {
   std::string extent_size;
   bool make_default = false;
   std::string delete_pool;
+  std::string set_default;
   bool list_pools = false;
   std::string add_device;
   std::string remove_device;
@@ -140,11 +141,11 @@ void note_rounding(uint64_t requested, const json& v) {
 }
 
 Status run(ApiClient& api, const Args& a) {
-  const int actions = int{!a.create.empty()} + int{a.query} + int{!a.resize.empty()} +
-                      int{!a.remove.empty()} + int{!a.rename.empty()} +
-                      int{!a.create_pool.empty()} + int{!a.delete_pool.empty()} +
-                      int{a.list_pools} + int{!a.add_device.empty()} +
-                      int{!a.remove_device.empty()} + int{a.list_devices};
+  const int actions =
+      int{!a.create.empty()} + int{a.query} + int{!a.resize.empty()} + int{!a.remove.empty()} +
+      int{!a.rename.empty()} + int{!a.create_pool.empty()} + int{!a.delete_pool.empty()} +
+      int{a.list_pools} + int{!a.add_device.empty()} + int{!a.remove_device.empty()} +
+      int{a.list_devices} + int{!a.set_default.empty()};
   if (actions == 0)
     throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
   if (actions > 1) throw UsageError("give one action at a time");
@@ -152,8 +153,13 @@ Status run(ApiClient& api, const Args& a) {
   if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");
   if ((a.stripes || a.mirrors || !a.stripe_size.empty() || a.block_size) && a.create.empty())
     throw UsageError("--stripes, --stripe-size, --mirrors and --block-size belong to -c");
-  if (!a.extent_size.empty() && a.create_pool.empty())
-    throw UsageError("--extent-size belongs to --create-pool");
+  if ((!a.extent_size.empty() || a.make_default) && a.create_pool.empty())
+    throw UsageError("--extent-size and --default belong to --create-pool");
+  if (!a.pool.empty() && a.create.empty() && a.add_device.empty())
+    throw UsageError("-p/--pool belongs to -c or -a");
+  if (a.verbose > 0 && !a.query) throw UsageError("-v/--verbose belongs to -q");
+  if (a.force && a.resize.empty() && a.remove.empty() && a.add_device.empty())
+    throw UsageError("-f/--force belongs to -r, -d or -a");
 
   if (a.query) return list_volumes(api, a);
   if (a.list_pools) return list_pools(api, a);
@@ -219,6 +225,15 @@ Status run(ApiClient& api, const Args& a) {
       fmt::print("pool {} created (extent size {}{})\n", str(p, "name"),
                  format_size(u64(p, "extent_size_bytes")),
                  p["default"].get<bool>() ? ", default" : "");
+    return {};
+  }
+  if (!a.set_default.empty()) {
+    RSIO_TRY(json p,
+             api.call("PATCH", "/1.0/pools/" + url_encode(a.set_default), json{{"default", true}}));
+    if (a.json_out)
+      print_json(p);
+    else
+      fmt::print("pool {} is now the default pool\n", str(p, "name"));
     return {};
   }
   if (!a.delete_pool.empty()) {
@@ -295,6 +310,9 @@ int main(int argc, char** argv) {
   app.add_option("--extent-size", a.extent_size, "With --create-pool: extent size (default 4M)")
       ->type_name("SIZE");
   app.add_flag("--default", a.make_default, "With --create-pool: make it the default pool");
+  app.add_option("--set-default-pool", a.set_default,
+                 "Make a pool the default for -c and -a without -p")
+      ->type_name("NAME");
   app.add_option("--delete-pool", a.delete_pool, "Delete an empty pool")->type_name("NAME");
   app.add_flag("-P,--pools", a.list_pools, "List pools");
   app.add_option("-a,--add-device", a.add_device, "Add a block device or file to a pool")

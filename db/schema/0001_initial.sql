@@ -1,4 +1,6 @@
 -- RSIO appliance metadata, schema version 1.
+-- Ids are AUTOINCREMENT: an id is never reused after a delete, so a grant, log line or
+-- script that names an old id can never point at a newer object.
 -- Sizes are bytes (_bytes), times are Unix milliseconds (_ms), extents are counted in the
 -- pool's extent size. docs/metadata-schema.md describes every table.
 
@@ -10,7 +12,7 @@ CREATE TABLE settings (
 INSERT INTO settings (key, value) VALUES ('namespace.name', 'rsio'), ('namespace.index', '0');
 
 CREATE TABLE pools (
-  id                INTEGER PRIMARY KEY,
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
   uuid              TEXT NOT NULL UNIQUE CHECK (length(uuid) = 36),
   name              TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
   extent_size_bytes INTEGER NOT NULL
@@ -24,7 +26,7 @@ CREATE UNIQUE INDEX pools_single_default ON pools (is_default) WHERE is_default 
 
 -- Physical volumes: files or block devices that carry an RSIO label at offset 0.
 CREATE TABLE pvs (
-  id                INTEGER PRIMARY KEY,
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
   uuid              TEXT NOT NULL UNIQUE CHECK (length(uuid) = 36),
   pool_id           INTEGER NOT NULL REFERENCES pools (id),
   path              TEXT NOT NULL UNIQUE,
@@ -38,7 +40,7 @@ CREATE TABLE pvs (
 CREATE INDEX pvs_pool ON pvs (pool_id);
 
 CREATE TABLE volumes (
-  id                INTEGER PRIMARY KEY,
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
   uuid              TEXT NOT NULL UNIQUE CHECK (length(uuid) = 36),
   name              TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
   pool_id           INTEGER NOT NULL REFERENCES pools (id),
@@ -80,7 +82,7 @@ CREATE INDEX areas_pv ON areas (pv_id, pv_start_extent);
 -- Registered RSIO client nodes. The node key is the shared secret of the authentication
 -- handshake, so the server must keep it; the database file is readable by root only.
 CREATE TABLE clients (
-  id         INTEGER PRIMARY KEY CHECK (id >= 1),
+  id         INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id >= 1),
   name       TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
   node_key   TEXT NOT NULL CHECK (length(node_key) BETWEEN 1 AND 64),
   mode       TEXT NOT NULL DEFAULT 'rsio client',

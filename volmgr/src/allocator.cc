@@ -73,22 +73,31 @@ Error no_space_error(const PoolSpace& space, const LayoutSpec& spec, const Alloc
   size_t big_enough = 0;
   for (const auto& [id, pv] : space.pvs())
     if (pv.usable && pv.map.free_count() >= per_area_extents) ++big_enough;
-  // Too few devices is the more fundamental problem of a multi-device layout: more space on
-  // the same devices would not help.
-  if (spec.layout == Layout::kLinear || (free < total_needed && big_enough >= spec.width())) {
+  if (spec.layout == Layout::kLinear) {
     return make_error(Errc::kNoSpace,
                       fmt::format("not enough free space in pool '{}': need {}, the pool has {} "
                                   "free; add a device (smgr --add-device) or choose a smaller size",
                                   ctx.pool_name, need, have));
   }
   const char* what = spec.layout == Layout::kMirrored ? "mirror legs" : "stripes";
-  return make_error(
-      Errc::kNoSpace,
-      fmt::format("cannot place {} {} in pool '{}': need {} distinct devices with {} free, pool "
-                  "'{}' has {}; add devices (smgr --add-device) or use fewer {}",
-                  spec.width(), what, ctx.pool_name, spec.width(),
-                  format_size(per_area_extents * ctx.extent_size_bytes), ctx.pool_name, big_enough,
-                  what));
+  const std::string each = format_size(per_area_extents * ctx.extent_size_bytes);
+  if (big_enough < spec.width()) {
+    // Too few devices is the fundamental problem of a multi-device layout: more space on the
+    // same devices would not help.
+    return make_error(
+        Errc::kNoSpace,
+        fmt::format("cannot place {} {} in pool '{}': need {} distinct devices with {} free, pool "
+                    "'{}' has {} ({} free in all); add devices (smgr --add-device) or use fewer {}",
+                    spec.width(), what, ctx.pool_name, spec.width(), each, ctx.pool_name,
+                    big_enough, have, what));
+  }
+  // Enough devices have the space, but not in a placement the layout allows: mirror legs
+  // must stay on devices no other leg of the volume uses.
+  return make_error(Errc::kNoSpace,
+                    fmt::format("cannot place {} {} of {} each in pool '{}': the free space is "
+                                "on devices other {} of this volume already use; add devices "
+                                "(smgr --add-device)",
+                                spec.width(), what, each, ctx.pool_name, what));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace rsio::volmgr {
 
@@ -25,6 +26,12 @@ UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
 
 UniqueFd::~UniqueFd() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+bool same_device(const DeviceProbe& a, const DeviceProbe& b) {
+  if (a.kind != b.kind) return false;
+  if (a.kind == PvKind::kBlock) return a.st_rdev == b.st_rdev;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 Result<DeviceProbe> probe_device(const std::string& path) {
@@ -121,7 +128,8 @@ Status write_label(int fd, const PvLabel& label) { return write_block(fd, encode
 Status wipe_label(int fd) { return write_block(fd, LabelBlock{}); }
 
 Result<std::optional<std::string>> detect_signature(int fd) {
-  std::array<unsigned char, 8192> b{};
+  // 68 KiB covers the signatures below, the furthest being btrfs's at 64 KiB + 64.
+  std::vector<unsigned char> b(68 * 1024, 0);
   size_t done = 0;
   while (done < b.size()) {
     ssize_t n = ::pread(fd, b.data() + done, b.size() - done, static_cast<off_t>(done));
@@ -135,10 +143,20 @@ Result<std::optional<std::string>> detect_signature(int fd) {
            std::memcmp(b.data() + off, magic.data(), magic.size()) == 0;
   };
   using R = std::optional<std::string>;
+  static constexpr std::string_view kMdMagic("\xfc\x4e\x2b\xa9", 4);  // 0xa92b4efc LE
+  static constexpr std::string_view kBcacheMagic(
+      "\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81", 16);
+  if (at(0, "LUKS\xba\xbe") || at(0, "SKUL\xba\xbe")) return R("a LUKS encrypted volume");
+  if (at(0, kMdMagic) || at(4096, kMdMagic)) return R("an MD RAID member");
+  if (at(4096 + 24, kBcacheMagic)) return R("a bcache device");
   if (b[1080] == 0x53 && b[1081] == 0xEF) return R("an ext2/3/4 file system");
   if (at(0, "XFSB")) return R("an XFS file system");
-  if (at(512, "EFI PART")) return R("a GPT partition table");
-  if (at(512, "LABELONE") || at(0, "LABELONE")) return R("an LVM physical volume");
+  if (at(65536 + 64, "_BHRfS_M")) return R("a btrfs file system");
+  if (at(3, "NTFS    ")) return R("an NTFS file system");
+  if (at(32769, "CD001")) return R("an ISO 9660 image");
+  for (size_t off : {0, 512, 1024, 1536})
+    if (at(off, "LABELONE")) return R("an LVM physical volume");
+  if (at(512, "EFI PART") || at(4096, "EFI PART")) return R("a GPT partition table");
   if (at(4086, "SWAPSPACE2") || at(4086, "SWAP-SPACE")) return R("a swap area");
   if (b[510] == 0x55 && b[511] == 0xAA) return R("a DOS partition table or boot sector");
   return R();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "common/assert.h"
 #include "common/log.h"
@@ -42,6 +43,8 @@ std::string_view pv_state_name(PvState state) {
       return "missing";
     case PvState::kLabelMismatch:
       return "label-mismatch";
+    case PvState::kSizeMismatch:
+      return "size-mismatch";
   }
   return "ok";
 }
@@ -182,6 +185,14 @@ void VolumeManager::verify_labels() {
       mark(PvState::kLabelMismatch,
            fmt::format("label belongs to pv={} pool={}, not to this PV", (*label)->pv_uuid.str(),
                        (*label)->pool_uuid.str()));
+    } else if (auto probe = probe_device(pv.path);
+               probe &&
+               probe->size_bytes < pv.data_offset_bytes +
+                                       pv.extent_count * pools_.at(pv.pool_id).extent_size_bytes) {
+      mark(PvState::kSizeMismatch,
+           fmt::format(
+               "device shrank to {} bytes but its extents need {} bytes", probe->size_bytes,
+               pv.data_offset_bytes + pv.extent_count * pools_.at(pv.pool_id).extent_size_bytes));
     }
   }
 }
@@ -264,6 +275,24 @@ Status VolumeManager::delete_pool(std::string_view name) {
   return {};
 }
 
+Result<PoolInfo> VolumeManager::set_default_pool(std::string_view name) {
+  const PoolInfo* p = find_pool(name);
+  if (p == nullptr)
+    return make_error(Errc::kNotFound, fmt::format("pool '{}' does not exist", name));
+  const int64_t id = p->id;
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * clear,
+           db_.prepare("UPDATE pools SET is_default = 0 WHERE is_default = 1"));
+  RSIO_TRY_STATUS(clear->run());
+  RSIO_TRY(db::Statement * set, db_.prepare("UPDATE pools SET is_default = 1 WHERE id = ?"));
+  set->bind_all(id);
+  RSIO_TRY_STATUS(set->run());
+  RSIO_TRY_STATUS(txn.commit());
+  for (auto& [pid, pool] : pools_) pool.is_default = pid == id;
+  log::info("default pool: pool={}", name);
+  return pools_.at(id);
+}
+
 Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   RSIO_TRY(const PoolInfo* pool, resolve_pool(req.pool));
   if (req.path.empty() || req.path.front() != '/')
@@ -302,11 +331,7 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   RSIO_TRY(DeviceProbe probe, probe_device(req.path));
   for (const auto& [id, pv] : pvs_) {
     auto other = probe_device(pv.path);
-    const bool same = pv.path == probe.canonical_path ||
-                      (other && other->st_dev == probe.st_dev && other->st_ino == probe.st_ino) ||
-                      (other && probe.kind == PvKind::kBlock && other->kind == PvKind::kBlock &&
-                       other->st_rdev == probe.st_rdev);
-    if (same)
+    if (pv.path == probe.canonical_path || (other && same_device(*other, probe)))
       return make_error(Errc::kAlreadyExists,
                         fmt::format("{} is already a device of pool '{}' (as {})", req.path,
                                     pools_.at(pv.pool_id).name, pv.path));
@@ -352,7 +377,11 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   PvInfo pv;
   pv.uuid = Uuid::random();
   pv.pool_id = pool->id;
-  pv.path = probe.canonical_path;
+  // Block devices keep the name the admin gave (a /dev/disk/by-id link survives reboots,
+  // /dev/sdX does not); files are recorded by their resolved path.
+  pv.path = probe.kind == PvKind::kBlock
+                ? std::filesystem::path(req.path).lexically_normal().string()
+                : probe.canonical_path;
   pv.kind = probe.kind;
   pv.size_bytes = probe.size_bytes;
   pv.data_offset_bytes = kPvDataOffsetBytes;
@@ -392,8 +421,11 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
 Status VolumeManager::remove_device(std::string_view path) {
   const PvInfo* found = nullptr;
   auto probe = probe_device(std::string(path));
-  for (const auto& [id, pv] : pvs_)
-    if (pv.path == path || (probe && pv.path == probe->canonical_path)) found = &pv;
+  for (const auto& [id, pv] : pvs_) {
+    if (found != nullptr) break;
+    auto other = probe_device(pv.path);
+    if (pv.path == path || (probe && other && same_device(*probe, *other))) found = &pv;
+  }
   if (found == nullptr)
     return make_error(
         Errc::kNotFound,

@@ -40,6 +40,9 @@ struct DeviceProbe {
   dev_t st_rdev = 0;
 };
 
+// True when two probes name the same file or the same block device.
+bool same_device(const DeviceProbe& a, const DeviceProbe& b);
+
 // Resolves and stats `path`. Errors: kNotFound, kInvalidArgument (neither a regular file nor
 // a block device), kPermissionDenied, kIo.
 Result<DeviceProbe> probe_device(const std::string& path);
@@ -55,8 +58,9 @@ Result<UniqueFd> open_device(const std::string& path, bool exclusive);
 // Reads and decodes the label at offset 0. nullopt: no RSIO label.
 Result<std::optional<PvLabel>> read_label(int fd);
 
-// Names a well-known on-disk signature in the first 8 KiB (a file system, partition table,
-// LVM or swap), or nullopt when none is found. Used to refuse devices that hold data.
+// Names a well-known on-disk signature in the first 68 KiB (file systems, partition tables,
+// LVM, MD RAID, LUKS, bcache, swap), or nullopt when none is found. Used to refuse devices
+// that hold data.
 Result<std::optional<std::string>> detect_signature(int fd);
 
 // Writes zeroes over the label block and syncs, so the device is no longer seen as a PV.

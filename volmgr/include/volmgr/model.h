@@ -26,7 +26,7 @@ enum class PvKind { kFile, kBlock };
 std::string_view pv_kind_name(PvKind kind);
 
 // Whether the PV's label matched the metadata when rsiod last opened it.
-enum class PvState { kOk, kMissing, kLabelMismatch };
+enum class PvState { kOk, kMissing, kLabelMismatch, kSizeMismatch };
 std::string_view pv_state_name(PvState state);
 
 struct PoolInfo {

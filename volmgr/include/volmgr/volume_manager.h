@@ -72,6 +72,8 @@ class VolumeManager {
   Result<PoolInfo> create_pool(const CreatePoolRequest& req);
   // Errors: kNotFound, kInUse (the pool still has devices).
   Status delete_pool(std::string_view name);
+  // Makes the pool the one volumes and devices go to when no pool is named. Errors: kNotFound.
+  Result<PoolInfo> set_default_pool(std::string_view name);
 
   // Labels the device and adds it to the pool. Errors: kNotFound (pool, path),
   // kAlreadyExists (file to create exists, device already a PV), kInUse (block device
