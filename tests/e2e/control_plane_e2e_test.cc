@@ -296,6 +296,67 @@ TEST_F(ControlPlane, DefaultPoolCanBeChanged) {
   for (const auto& pool : p["pools"]) EXPECT_EQ(pool["default"], pool["name"] == "second");
 }
 
+// A loop device over a file in the test directory, detached (and unmounted) on destruction.
+class LoopDevice {
+ public:
+  explicit LoopDevice(const std::string& file) {
+    auto r = run({"/usr/sbin/losetup", "-f", "--show", file});
+    if (r.exit_code == 0) path_ = r.out.substr(0, r.out.find('\n'));
+  }
+  ~LoopDevice() {
+    if (!mount_point_.empty()) run({"/usr/bin/umount", mount_point_});
+    if (!path_.empty()) run({"/usr/sbin/losetup", "-d", path_});
+  }
+  bool mount(const std::string& dir) {
+    std::filesystem::create_directories(dir);
+    if (run({"/usr/bin/mount", path_, dir}).exit_code != 0) return false;
+    mount_point_ = dir;
+    return true;
+  }
+  void umount() {
+    run({"/usr/bin/umount", mount_point_});
+    mount_point_.clear();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, mount_point_;
+};
+
+TEST_F(ControlPlane, BlockDevicesInUseOrHoldingDataAreRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for loop devices";
+  for (const char* f : {"a.img", "b.img"}) {
+    auto r = run({"/usr/bin/truncate", "-s", "64M", dir_ + "/" + f});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  LoopDevice plain(dir_ + "/a.img");
+  LoopDevice with_fs(dir_ + "/b.img");
+  if (plain.path().empty() || with_fs.path().empty()) GTEST_SKIP() << "no loop devices here";
+  start();
+  // A blank block device is added under the name given, with its size from the kernel.
+  ok("smgr -a " + plain.path());
+  auto d = json::parse(cli("smgr -D --json").out);
+  ASSERT_EQ(d["devices"].size(), 2u);
+  EXPECT_EQ(d["devices"][1]["path"], plain.path());
+  EXPECT_EQ(d["devices"][1]["kind"], "block");
+  EXPECT_EQ(d["devices"][1]["size_bytes"], 64u << 20);
+  ok("smgr --remove-device " + plain.path());
+
+  auto mkfs = run({"/usr/sbin/mkfs.ext4", "-q", with_fs.path()});
+  ASSERT_EQ(mkfs.exit_code, 0) << mkfs.err;
+  ASSERT_TRUE(with_fs.mount(dir_ + "/mnt"));
+  const std::string before = snapshot();
+  auto r = cli("smgr -a " + with_fs.path() + " --force");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is in use"), std::string::npos) << r.err;
+  with_fs.umount();
+  r = cli("smgr -a " + with_fs.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("contains an ext2/3/4 file system"), std::string::npos) << r.err;
+  EXPECT_EQ(snapshot(), before);
+  ok("smgr -a " + with_fs.path() + " --force");
+}
+
 TEST_F(ControlPlane, NonRootCallerIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a command as another user";
   start();
