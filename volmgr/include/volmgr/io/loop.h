@@ -1,0 +1,80 @@
+// The I/O engine's event loop: one io_uring plus queues of deferred work.
+//
+// Thread model: a Loop belongs to one thread, its loop thread, which calls run_once() or
+// run(). Everything the loop drives (device completions, deferred tasks, volume state) runs
+// on that thread and must not block. post() is the only member other threads may call; it
+// wakes the loop through an eventfd that the ring watches.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/result.h"
+
+namespace rsio::volmgr::io {
+
+// Completion of one SQE: the loop calls `fn(this, cqe->res)` on the loop thread.
+struct Completion {
+  void (*fn)(Completion* self, int result) = nullptr;
+};
+
+class Loop {
+ public:
+  // Errors: kUnavailable when io_uring cannot be set up (kernel without io_uring, seccomp,
+  // RLIMIT_MEMLOCK), with what to check.
+  static Result<std::unique_ptr<Loop>> create(unsigned queue_depth = 256);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // An SQE to fill; its user data must be a Completion*. When the submission queue is full
+  // the pending SQEs are submitted first. Loop thread only.
+  io_uring_sqe* sqe();
+
+  // Runs `fn` on the loop thread after the current work. Loop thread only; cheap.
+  void defer(std::function<void()> fn);
+  // Runs `fn` on the loop thread. Any thread.
+  void post(std::function<void()> fn);
+
+  // Submits pending SQEs, runs deferred work, reaps completions. With `block`, waits until
+  // at least one event arrives when there is nothing else to do. Returns the number of
+  // events handled.
+  size_t run_once(bool block);
+  // Runs until stop(). Loop thread only.
+  void run();
+  // Makes run() return. Any thread.
+  void stop();
+
+  // Runs the loop until `done()` is true. For tests and tools that drive the loop from the
+  // thread that submits.
+  void run_until(const std::function<bool()>& done);
+
+  size_t sqes_in_flight() const { return in_flight_; }
+
+ private:
+  Loop() = default;
+  void arm_wakeup();
+  void drain_posted();
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  int event_fd_ = -1;
+  uint64_t event_buf_ = 0;
+  Completion wakeup_;
+  bool wakeup_armed_ = false;
+  size_t in_flight_ = 0;
+  size_t unsubmitted_ = 0;
+  bool stopping_ = false;
+  std::deque<std::function<void()>> deferred_;
+  std::vector<std::pair<Completion*, int>> reaped_;
+  std::mutex posted_mu_;
+  std::vector<std::function<void()>> posted_;  // GUARDED_BY(posted_mu_)
+};
+
+}  // namespace rsio::volmgr::io

@@ -1,0 +1,122 @@
+// The volume I/O engine: executes byte-addressed requests on an open volume of any layout
+// (linear/concatenated, striped, mirrored) by splitting them into operations on the
+// volume's devices and joining their completions.
+//
+// Thread model: a VolumeIo lives on one Loop's thread. submit() and every other member are
+// called on that thread; completions run there too and must not block. Code on another
+// thread (an Asio executor, a protocol session) hands requests over with Loop::post() and
+// gets results back by posting from the completion callback to its own executor. Nothing
+// here blocks: device I/O goes through io_uring, bookkeeping is in memory.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "volmgr/io/device.h"
+#include "volmgr/io/loop.h"
+#include "volmgr/model.h"
+
+namespace rsio::volmgr::io {
+
+enum class IoStatus : uint8_t {
+  kOk,
+  kIoError,      // a device failed and no redundant copy could serve the request
+  kOutOfRange,   // offset/length beyond the volume's size
+  kReadOnly,     // write-class request on a read-only volume
+  kInvalid,      // malformed request (iov total differs from length, ...)
+  kUnavailable,  // a device the request needs is missing, or every mirror leg is faulty
+};
+std::string_view io_status_name(IoStatus s);
+
+// A request on a volume. The caller owns it and its buffers until `done` has run.
+struct IoRequest {
+  Op op = Op::kRead;
+  bool fua = false;  // write / write-zeroes: durable before completion
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
+  const iovec* iov = nullptr;  // read/write: buffers totalling length_bytes
+  int iov_count = 0;
+  void (*done)(IoRequest* req, IoStatus status) = nullptr;  // on the loop thread
+  void* user = nullptr;
+};
+
+enum class LegState : uint8_t { kInSync, kFaulty };
+std::string_view leg_state_name(LegState s);
+
+struct VolumeIoStats {
+  uint64_t requests = 0, errors = 0, retried_reads = 0, split_ops = 0;
+};
+
+// Receives state changes the engine decides on, to persist them (the metadata thread owns
+// the database: implementations post there). Called on the loop thread.
+class VolumeEvents {
+ public:
+  virtual ~VolumeEvents() = default;
+  virtual void leg_faulty(int64_t volume_id, uint32_t leg, const std::string& reason) = 0;
+};
+
+struct VolumeIoOptions {
+  bool read_only = false;
+  VolumeEvents* events = nullptr;  // may be null
+  // Mirror legs already known to be faulty (persisted earlier).
+  std::vector<LegState> leg_states;
+};
+
+// Finds the Device of a PV, or nullptr when the PV is missing.
+using DeviceLookup = std::function<Device*(int64_t pv_id)>;
+
+class VolumeIo {
+ public:
+  // Builds the volume's map from `info` (segments and areas) and the PV data offsets.
+  // Errors: kInvalidArgument for a malformed mapping.
+  static Result<std::unique_ptr<VolumeIo>> open(Loop& loop, const VolumeInfo& info,
+                                                uint64_t extent_size_bytes,
+                                                const std::vector<PvInfo>& pvs,
+                                                const DeviceLookup& lookup,
+                                                VolumeIoOptions options);
+  ~VolumeIo();
+
+  // Starts `req`. `req->done` runs on the loop thread later, never inside submit().
+  void submit(IoRequest* req);
+
+  // Replaces the mapping after a resize (grow appends segments, so requests in flight are
+  // unaffected); the new size applies to requests submitted from now on. Errors as open().
+  Status update(const VolumeInfo& info, const std::vector<PvInfo>& pvs, const DeviceLookup& lookup);
+
+  uint64_t size_bytes() const;
+  const std::vector<LegState>& leg_states() const { return leg_states_; }
+  const VolumeIoStats& stats() const { return stats_; }
+  size_t in_flight() const { return in_flight_; }
+  int64_t volume_id() const { return volume_id_; }
+
+  struct Map;
+  struct Pending;
+
+ private:
+  VolumeIo(Loop& loop, int64_t volume_id, VolumeIoOptions options)
+      : loop_(loop), volume_id_(volume_id), options_(std::move(options)) {}
+  void finish(Pending* p);
+  void start_flush(Pending* p);
+  void on_sub_done(DevOp* op, int res);
+  bool mark_leg_faulty(uint32_t leg, const std::string& reason);
+  int next_read_leg(uint32_t tried_mask);
+  void note_written(Device* d);
+
+  Loop& loop_;
+  int64_t volume_id_;
+  VolumeIoOptions options_;
+  std::shared_ptr<const Map> map_;
+  std::vector<LegState> leg_states_;
+  std::vector<Device*> written_since_flush_;
+  uint32_t read_rr_ = 0;
+  size_t in_flight_ = 0;
+  VolumeIoStats stats_;
+};
+
+}  // namespace rsio::volmgr::io

@@ -1,0 +1,136 @@
+// Thread model: see loop.h. Only post() and stop() touch posted_ from other threads.
+#include "volmgr/io/loop.h"
+
+#include <fmt/format.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/assert.h"
+
+namespace rsio::volmgr::io {
+
+Result<std::unique_ptr<Loop>> Loop::create(unsigned queue_depth) {
+  std::unique_ptr<Loop> loop(new Loop());
+  int rc = io_uring_queue_init(queue_depth, &loop->ring_, 0);
+  if (rc < 0)
+    return make_error(Errc::kUnavailable,
+                      fmt::format("io_uring_queue_init failed: {}; the I/O engine needs a kernel "
+                                  "with io_uring enabled (kernel.io_uring_disabled=0) and enough "
+                                  "locked memory (ulimit -l)",
+                                  std::strerror(-rc)));
+  loop->ring_ready_ = true;
+  loop->event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (loop->event_fd_ < 0) return errno_error("eventfd", errno);
+  loop->wakeup_.fn = [](Completion*, int) {};  // replaced below with access to the loop
+  return loop;
+}
+
+Loop::~Loop() {
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) ::close(event_fd_);
+}
+
+io_uring_sqe* Loop::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (s == nullptr) {
+    io_uring_submit(&ring_);
+    unsubmitted_ = 0;
+    s = io_uring_get_sqe(&ring_);
+    RSIO_ASSERT_MSG(s != nullptr, "io_uring submission queue still full after submit");
+  }
+  ++in_flight_;
+  ++unsubmitted_;
+  return s;
+}
+
+void Loop::defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+
+void Loop::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(posted_mu_);
+    posted_.push_back(std::move(fn));
+  }
+  const uint64_t one = 1;
+  ssize_t n = ::write(event_fd_, &one, sizeof(one));
+  (void)n;  // EAGAIN means the counter is already non-zero: the loop will wake anyway
+}
+
+void Loop::stop() {
+  post([this] { stopping_ = true; });
+}
+
+void Loop::arm_wakeup() {
+  if (wakeup_armed_) return;
+  // The wakeup SQE is not counted in in_flight_: it is always there.
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (s == nullptr) {
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  io_uring_prep_read(s, event_fd_, &event_buf_, sizeof(event_buf_), 0);
+  io_uring_sqe_set_data(s, &wakeup_);
+  ++unsubmitted_;
+  wakeup_armed_ = true;
+}
+
+void Loop::drain_posted() {
+  std::vector<std::function<void()>> work;
+  {
+    std::lock_guard lock(posted_mu_);
+    work.swap(posted_);
+  }
+  for (auto& fn : work) fn();
+}
+
+size_t Loop::run_once(bool block) {
+  size_t handled = 0;
+  drain_posted();
+  // Deferred work may defer more; run only what is there now so completions get a turn.
+  for (size_t n = deferred_.size(); n > 0 && !deferred_.empty(); --n) {
+    auto fn = std::move(deferred_.front());
+    deferred_.pop_front();
+    fn();
+    ++handled;
+  }
+  arm_wakeup();
+  const bool wait = block && deferred_.empty() && handled == 0;
+  if (wait) {
+    io_uring_submit_and_wait(&ring_, 1);
+  } else if (unsubmitted_ > 0) {
+    io_uring_submit(&ring_);
+  }
+  unsubmitted_ = 0;
+  io_uring_cqe* cqe = nullptr;
+  unsigned head = 0;
+  unsigned seen = 0;
+  // Collect first, then advance, then call: callbacks may queue new SQEs.
+  reaped_.clear();
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    reaped_.emplace_back(static_cast<Completion*>(io_uring_cqe_get_data(cqe)), cqe->res);
+    ++seen;
+  }
+  io_uring_cq_advance(&ring_, seen);
+  for (auto [c, res] : reaped_) {
+    if (c == &wakeup_) {
+      wakeup_armed_ = false;
+      continue;
+    }
+    --in_flight_;
+    c->fn(c, res);
+    ++handled;
+  }
+  return handled;
+}
+
+void Loop::run() {
+  while (!stopping_) run_once(true);
+  stopping_ = false;
+}
+
+void Loop::run_until(const std::function<bool()>& done) {
+  while (!done()) run_once(true);
+}
+
+}  // namespace rsio::volmgr::io
