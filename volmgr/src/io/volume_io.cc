@@ -69,6 +69,7 @@ bool is_write_class(Op op) {
 
 struct VolumeIo::Map {
   uint64_t size_bytes = 0;
+  uint64_t extent_size_bytes = 0;
   Layout layout = Layout::kLinear;
   uint32_t width = 1;
   uint64_t stripe_size_bytes = 0;
@@ -125,6 +126,7 @@ Result<std::shared_ptr<const VolumeIo::Map>> build_map(const VolumeInfo& info, u
                                                        const std::vector<PvInfo>& pvs,
                                                        const DeviceLookup& lookup) {
   auto map = std::make_shared<VolumeIo::Map>();
+  map->extent_size_bytes = extent_size;
   map->layout = info.spec.layout;
   map->width = info.spec.width();
   map->stripe_size_bytes = info.spec.stripe_size_bytes;
@@ -201,11 +203,7 @@ uint64_t VolumeIo::size_bytes() const { return map_->size_bytes; }
 
 Status VolumeIo::update(const VolumeInfo& info, const std::vector<PvInfo>& pvs,
                         const DeviceLookup& lookup) {
-  RSIO_TRY(auto map, build_map(info,
-                               map_->segments.empty()
-                                   ? 0
-                                   : map_->segments[0].length_bytes / info.segments[0].extent_count,
-                               pvs, lookup));
+  RSIO_TRY(auto map, build_map(info, map_->extent_size_bytes, pvs, lookup));
   map_ = std::move(map);
   return {};
 }
@@ -362,6 +360,8 @@ void VolumeIo::start_flush(Pending* p) {
   p->vol_ = this;
   std::vector<Device*> devices;
   devices.swap(written_since_flush_);
+  for (const auto& [dev, count] : flushing_)
+    if (std::find(devices.begin(), devices.end(), dev) == devices.end()) devices.push_back(dev);
   if (devices.empty()) {
     loop_.defer([this, p] { finish(p); });
     return;
@@ -379,7 +379,10 @@ void VolumeIo::start_flush(Pending* p) {
     };
   }
   p->outstanding = static_cast<uint32_t>(p->subs.size());
-  for (SubOp& s : p->subs) s.op.device->submit(&s.op);
+  for (SubOp& s : p->subs) {
+    ++flushing_[s.op.device];
+    s.op.device->submit(&s.op);
+  }
 }
 
 void VolumeIo::on_sub_done(DevOp* op, int res) {
@@ -388,6 +391,10 @@ void VolumeIo::on_sub_done(DevOp* op, int res) {
   const Map& map = *map_;
   const bool mirrored = map.layout == Layout::kMirrored;
   Device* dev = op->device;
+  if (op->op == Op::kFlush) {
+    auto it = flushing_.find(dev);
+    if (--it->second == 0) flushing_.erase(it);
+  }
   if (res < 0) {
     const std::string why = fmt::format("{} on {} at offset_bytes={} failed: {}", op_name(op->op),
                                         dev->name(), op->offset_bytes, std::strerror(-res));

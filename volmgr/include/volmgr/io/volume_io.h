@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
@@ -114,6 +115,9 @@ class VolumeIo {
   std::shared_ptr<const Map> map_;
   std::vector<LegState> leg_states_;
   std::vector<Device*> written_since_flush_;
+  // Devices with a flush in flight, with counts. A later FLUSH syncs them again rather than
+  // completing before the earlier sync has made their writes durable.
+  std::unordered_map<Device*, uint32_t> flushing_;
   uint32_t read_rr_ = 0;
   size_t in_flight_ = 0;
   VolumeIoStats stats_;

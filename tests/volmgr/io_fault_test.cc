@@ -1,0 +1,428 @@
+// The I/O engine under faults: crashes that lose unflushed writes, failing mirror legs,
+// errors on non-redundant layouts, and growth while requests are in flight.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <list>
+#include <map>
+
+#include "io_test_util.h"
+
+namespace rsio::volmgr::io::test {
+namespace {
+
+constexpr uint64_t kSector = 512;
+
+// Sector contents that name the write that produced them: word i of sector s written by
+// write w is w * 1000003 + s * 64 + i, so a read tells which write a sector holds and
+// whether it is torn.
+void fill(uint8_t* p, uint64_t first_sector, uint64_t sectors, uint64_t write_id) {
+  for (uint64_t s = 0; s < sectors; ++s)
+    for (uint64_t i = 0; i < kSector / 8; ++i) {
+      const uint64_t v = write_id * 1000003 + (first_sector + s) * 64 + i;
+      std::memcpy(p + s * kSector + i * 8, &v, 8);
+    }
+}
+
+// The write id a sector holds (0 for never written), or -1 when its words disagree.
+int64_t identify(const uint8_t* p, uint64_t sector) {
+  uint64_t w0;
+  std::memcpy(&w0, p, 8);
+  if (w0 == 0) {
+    for (uint64_t i = 0; i < kSector; ++i)
+      if (p[i] != 0) return -1;
+    return 0;
+  }
+  if (w0 < sector * 64 || (w0 - sector * 64) % 1000003 != 0) return -1;
+  const uint64_t id = (w0 - sector * 64) / 1000003;
+  for (uint64_t i = 0; i < kSector / 8; ++i) {
+    uint64_t v;
+    std::memcpy(&v, p + i * 8, 8);
+    if (v != id * 1000003 + sector * 64 + i) return -1;
+  }
+  return static_cast<int64_t>(id);
+}
+
+struct Completion {
+  bool done = false;
+  IoStatus status = IoStatus::kOk;
+};
+
+IoStatus run_one(Loop& loop, VolumeIo& vol, Op op, uint64_t off, uint64_t len, uint8_t* buf,
+                 bool fua = false) {
+  IoRequest req;
+  iovec iov{buf, static_cast<size_t>(len)};
+  req.op = op;
+  req.fua = fua;
+  req.offset_bytes = off;
+  req.length_bytes = len;
+  req.iov = buf ? &iov : nullptr;
+  req.iov_count = buf ? 1 : 0;
+  Completion c;
+  req.user = &c;
+  req.done = [](IoRequest* r, IoStatus s) {
+    auto* x = static_cast<Completion*>(r->user);
+    x->done = true;
+    x->status = s;
+  };
+  vol.submit(&req);
+  loop.run_until([&] { return c.done; });
+  return c.status;
+}
+
+// Every write completed before a completed FLUSH, and every completed FUA write, reads back
+// after a crash unless a later write to the same sector replaced it.
+TEST(IoEngineCrash, DurableWritesSurviveACrash) {
+  const uint64_t seed = test_seed();
+  std::cout << "seed " << seed << " (set RSIO_TEST_SEED to replay)\n";
+  std::mt19937_64 rng(seed);
+  auto loop = std::move(*Loop::create());
+  auto cases = layout_cases();
+  int crash_points = 0;
+  uint64_t durable_sectors_checked = 0;
+  for (int round = 0; round < 1020; ++round) {
+    const LayoutCase& c = cases[round % cases.size()];
+    auto tv = make_volume(*loop, c, seed + round);
+    for (auto& d : tv->devices) d->set_faults(FaultConfig{.max_delay_turns = 3});
+    auto vol =
+        std::move(*VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), {}));
+    const uint64_t sectors = std::min<uint64_t>(vol->size_bytes() / kSector, 4096);
+
+    struct Write {
+      uint64_t id, first, count;
+      bool fua = false, completed = false;
+      uint64_t completed_seq = 0;
+    };
+    struct Flush {
+      uint64_t submitted_seq = 0;
+      bool completed = false;
+    };
+    std::vector<Write> writes;
+    std::vector<Flush> flushes;
+    std::map<uint64_t, std::vector<size_t>> history;  // sector -> writes in order
+    std::vector<int> sector_busy(sectors, 0);
+    uint64_t seq = 0;
+    struct Op_ {
+      IoRequest req;
+      iovec iov{};
+      std::vector<uint8_t> buf;
+      size_t index = 0;
+      bool is_flush = false;
+      bool done = false;
+      bool succeeded = false;
+    };
+    std::list<Op_> ops;
+    const int n_ops = 10 + static_cast<int>(rng() % 70);
+    int issued = 0;
+    auto on_complete = [](IoRequest* r, IoStatus s) {
+      auto* o = static_cast<Op_*>(r->user);
+      o->done = true;
+      o->succeeded = s == IoStatus::kOk;
+    };
+    // Records completions in the order the test sees them.
+    auto reap = [&] {
+      for (auto it = ops.begin(); it != ops.end();) {
+        if (!it->done) {
+          ++it;
+          continue;
+        }
+        const bool ok = it->succeeded;
+        if (it->is_flush) {
+          flushes[it->index].completed = ok;
+        } else {
+          Write& w = writes[it->index];
+          w.completed = ok;
+          w.completed_seq = ++seq;
+          for (uint64_t s = w.first; s < w.first + w.count; ++s) sector_busy[s] = 0;
+        }
+        it = ops.erase(it);
+      }
+    };
+    // Issue and complete a random mix, then crash with some still in flight.
+    while (issued < n_ops) {
+      if (rng() % 6 == 0) {
+        ops.emplace_back();
+        Op_& o = ops.back();
+        o.is_flush = true;
+        o.index = flushes.size();
+        flushes.push_back({++seq, false});
+        o.req.op = Op::kFlush;
+        o.req.user = &o;
+        o.req.done = on_complete;
+        vol->submit(&o.req);
+      } else {
+        const uint64_t count = 1 + rng() % 16;
+        const uint64_t first = rng() % (sectors - count + 1);
+        bool clash = false;
+        for (uint64_t s = first; s < first + count; ++s) clash = clash || sector_busy[s];
+        if (clash) {
+          loop->run_once(true);
+          reap();
+          continue;
+        }
+        ops.emplace_back();
+        Op_& o = ops.back();
+        o.index = writes.size();
+        writes.push_back({writes.size() + 1, first, count, rng() % 5 == 0});
+        for (uint64_t s = first; s < first + count; ++s) {
+          sector_busy[s] = 1;
+          history[s].push_back(o.index);
+        }
+        o.buf.resize(count * kSector);
+        fill(o.buf.data(), first, count, writes.back().id);
+        o.iov = {o.buf.data(), o.buf.size()};
+        o.req.op = Op::kWrite;
+        o.req.fua = writes.back().fua;
+        o.req.offset_bytes = first * kSector;
+        o.req.length_bytes = count * kSector;
+        o.req.iov = &o.iov;
+        o.req.iov_count = 1;
+        o.req.user = &o;
+        o.req.done = on_complete;
+        vol->submit(&o.req);
+      }
+      ++issued;
+      // Let some completions happen.
+      for (int k = static_cast<int>(rng() % 4); k > 0; --k) loop->run_once(false);
+      reap();
+    }
+    // Power loss, then let the engine see every in-flight operation fail.
+    for (auto& d : tv->devices) d->crash();
+    loop->run_until([&] { return vol->in_flight() == 0; });
+    ops.clear();
+    ++crash_points;
+
+    // Reopen and read everything back.
+    auto reopened =
+        std::move(*VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), {}));
+    std::vector<uint8_t> data(sectors * kSector);
+    ASSERT_EQ(run_one(*loop, *reopened, Op::kRead, 0, data.size(), data.data()), IoStatus::kOk);
+    auto durable = [&](const Write& w) {
+      if (!w.completed) return false;
+      if (w.fua) return true;
+      for (const Flush& f : flushes)
+        if (f.completed && f.submitted_seq > w.completed_seq) return true;
+      return false;
+    };
+    for (uint64_t s = 0; s < sectors; ++s) {
+      const int64_t got = identify(data.data() + s * kSector, s);
+      ASSERT_GE(got, 0) << c.name << " round " << round << " sector " << s << " is torn";
+      const auto& h = history[s];
+      // The last durable write to the sector, or none: the sector must hold it or a later one.
+      size_t from = 0;
+      bool have_durable = false;
+      for (size_t i = 0; i < h.size(); ++i)
+        if (durable(writes[h[i]])) {
+          from = i;
+          have_durable = true;
+        }
+      bool ok = !have_durable && got == 0;
+      for (size_t i = from; i < h.size() && !ok; ++i)
+        ok = writes[h[i]].id == static_cast<uint64_t>(got);
+      if (have_durable) ++durable_sectors_checked;
+      if (!ok) {
+        const Write& w = writes[h[from]];
+        std::string fl;
+        for (const Flush& f : flushes)
+          fl += " " + std::to_string(f.submitted_seq) + (f.completed ? "ok" : "x");
+        FAIL() << c.name << " round " << round << " sector " << s << " holds write " << got
+               << " but write " << w.id << " was durable (fua=" << w.fua
+               << " completed_seq=" << w.completed_seq << "; flushes:" << fl << ")";
+      }
+    }
+  }
+  EXPECT_GE(crash_points, 1000);
+  EXPECT_GT(durable_sectors_checked, 10000u);
+}
+
+// One mirror leg fails every operation for a while under load: no request fails, the leg is
+// marked faulty once, and reads keep returning the right data from the other leg.
+TEST(IoEngineMirror, FailingLegIsDroppedWithoutClientErrors) {
+  struct Events : VolumeEvents {
+    std::vector<uint32_t> faulty;
+    void leg_faulty(int64_t, uint32_t leg, const std::string&) override { faulty.push_back(leg); }
+  } events;
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  auto loop = std::move(*Loop::create());
+  auto cases = layout_cases();
+  for (const LayoutCase& c : {cases[4], cases[5]}) {
+    events.faulty.clear();
+    auto tv = make_volume(*loop, c, seed);
+    VolumeIoOptions opt;
+    opt.events = &events;
+    auto vol = std::move(
+        *VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), opt));
+    const uint64_t size = vol->size_bytes();
+    std::vector<uint8_t> model(size, 0);
+    // The device of leg 1's first area fails everything after the first 200 requests.
+    const int64_t bad_pv = tv->info.segments[0].areas[1].pv_id;
+    int errors = 0;
+    for (int i = 0; i < 2000; ++i) {
+      if (i == 200) tv->devices[bad_pv - 1]->set_faults(FaultConfig{.fail_everything = true});
+      const uint64_t len = 1 + rng() % 20000;
+      const uint64_t off = rng() % (size - len);
+      std::vector<uint8_t> buf(len);
+      if (rng() % 2) {
+        for (auto& b : buf) b = static_cast<uint8_t>(rng());
+        std::memcpy(model.data() + off, buf.data(), len);
+        errors += run_one(*loop, *vol, Op::kWrite, off, len, buf.data()) != IoStatus::kOk;
+      } else {
+        errors += run_one(*loop, *vol, Op::kRead, off, len, buf.data()) != IoStatus::kOk;
+        EXPECT_EQ(std::memcmp(buf.data(), model.data() + off, len), 0) << "read " << i;
+      }
+      if (i % 50 == 0) errors += run_one(*loop, *vol, Op::kFlush, 0, 0, nullptr) != IoStatus::kOk;
+    }
+    EXPECT_EQ(errors, 0) << c.name;
+    ASSERT_EQ(events.faulty.size(), 1u) << c.name;
+    EXPECT_EQ(events.faulty[0], 1u);
+    EXPECT_EQ(vol->leg_states()[1], LegState::kFaulty);
+    EXPECT_EQ(vol->leg_states()[0], LegState::kInSync);
+  }
+}
+
+TEST(IoEngineMirror, LastInSyncLegFailingIsAnError) {
+  auto loop = std::move(*Loop::create());
+  auto tv = make_volume(*loop, layout_cases()[4], 7);
+  auto vol =
+      std::move(*VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), {}));
+  for (auto& d : tv->devices) d->set_faults(FaultConfig{.fail_everything = true});
+  std::vector<uint8_t> buf(4096, 1);
+  EXPECT_EQ(run_one(*loop, *vol, Op::kWrite, 0, buf.size(), buf.data()), IoStatus::kIoError);
+  EXPECT_EQ(run_one(*loop, *vol, Op::kRead, 0, buf.size(), buf.data()), IoStatus::kIoError);
+  EXPECT_EQ(static_cast<int>(
+                std::count(vol->leg_states().begin(), vol->leg_states().end(), LegState::kInSync)),
+            1)
+      << "one leg always stays in sync: it holds the newest data";
+}
+
+// On layouts without redundancy every device error reaches exactly the requests that touch
+// the failing range, and no read returns wrong data.
+TEST(IoEngineErrors, ErrorsReachExactlyTheAffectedRequests) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  auto loop = std::move(*Loop::create());
+  auto cases = layout_cases();
+  for (const LayoutCase& c : {cases[0], cases[1], cases[2], cases[3]}) {
+    auto tv = make_volume(*loop, c, seed);
+    auto vol =
+        std::move(*VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), {}));
+    const uint64_t size = vol->size_bytes();
+    // Write a known pattern first.
+    std::vector<uint8_t> model(size);
+    for (auto& b : model) b = static_cast<uint8_t>(rng());
+    ASSERT_EQ(run_one(*loop, *vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
+    // Naive map of every volume byte to (device, device offset), from the segments.
+    auto where = [&](uint64_t off) {
+      for (const Segment& s : tv->info.segments) {
+        const uint64_t start = s.start_extent * tv->extent_bytes,
+                       len = s.extent_count * tv->extent_bytes;
+        if (off < start || off >= start + len) continue;
+        uint64_t in = off - start;
+        uint32_t k = 0;
+        if (c.spec.layout == Layout::kStriped) {
+          const uint64_t ss = c.spec.stripe_size_bytes, unit = in / ss;
+          k = static_cast<uint32_t>(unit % c.spec.stripes);
+          in = (unit / c.spec.stripes) * ss + in % ss;
+        }
+        const Area& a = s.areas[k];
+        return std::pair<int64_t, uint64_t>(a.pv_id, tv->pvs[a.pv_id - 1].data_offset_bytes +
+                                                         a.pv_start_extent * tv->extent_bytes + in);
+      }
+      return std::pair<int64_t, uint64_t>(0, 0);
+    };
+    // A bad range on the device that holds the middle of the volume.
+    auto [pv, dev_off] = where(size / 2);
+    const uint64_t bad_start = dev_off - 3000, bad_end = dev_off + 5000;
+    FaultConfig f;
+    f.error_start_bytes = bad_start;
+    f.error_end_bytes = bad_end;
+    tv->devices[pv - 1]->set_faults(f);
+    int failed = 0, succeeded = 0;
+    for (int i = 0; i < 3000; ++i) {
+      const uint64_t len = 1 + rng() % 30000;
+      const uint64_t off =
+          (rng() % 4 == 0 ? size / 2 - rng() % 40000 : rng() % size) % (size - len);
+      bool touches = false;
+      for (uint64_t b = off; b < off + len && !touches; ++b) {
+        auto [p2, o2] = where(b);
+        touches = p2 == pv && o2 >= bad_start && o2 < bad_end;
+      }
+      std::vector<uint8_t> buf(len);
+      const IoStatus s = run_one(*loop, *vol, Op::kRead, off, len, buf.data());
+      if (touches) {
+        EXPECT_EQ(s, IoStatus::kIoError) << c.name << " read " << off << "+" << len;
+        ++failed;
+      } else {
+        EXPECT_EQ(s, IoStatus::kOk) << c.name << " read " << off << "+" << len;
+        EXPECT_EQ(std::memcmp(buf.data(), model.data() + off, len), 0) << c.name;
+        ++succeeded;
+      }
+    }
+    EXPECT_GT(failed, 50) << c.name;
+    EXPECT_GT(succeeded, 50) << c.name;
+  }
+}
+
+// Growing a volume while requests are in flight: none fails, the new space is usable at once.
+TEST(IoEngineGrow, GrowUnderConcurrentIo) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  auto loop = std::move(*Loop::create());
+  for (const LayoutCase& c : {layout_cases()[1], layout_cases()[2], layout_cases()[4]}) {
+    LayoutCase big = c;
+    for (auto& e : big.pv_extents) e += 8;
+    auto tv = make_volume(*loop, big, seed, false);
+    // Start from a smaller mapping: the first half of the segments' extents.
+    VolumeInfo small = tv->info;
+    const uint64_t unit = c.spec.logical_per_area_extent();
+    cut_segments(c.spec, small.segments, (tv->info.logical_extents() / unit / 2) * unit);
+    small.size_bytes = small.logical_extents() * tv->extent_bytes;
+    for (auto& d : tv->devices) d->set_faults(FaultConfig{.max_delay_turns = 5});
+    auto vol =
+        std::move(*VolumeIo::open(*loop, small, tv->extent_bytes, tv->pvs, tv->lookup_fn(), {}));
+    const uint64_t old_size = vol->size_bytes();
+    struct Req {
+      IoRequest req;
+      std::vector<uint8_t> buf;
+      iovec iov{};
+      IoStatus status = IoStatus::kInvalid;
+      bool done = false;
+    };
+    std::list<Req> reqs;
+    auto issue = [&](uint64_t limit) {
+      reqs.emplace_back();
+      Req& r = reqs.back();
+      r.buf.assign(1 + rng() % 8192, 0x5a);
+      r.iov = {r.buf.data(), r.buf.size()};
+      r.req.op = rng() % 2 ? Op::kWrite : Op::kRead;
+      r.req.offset_bytes = rng() % (limit - r.buf.size());
+      r.req.length_bytes = r.buf.size();
+      r.req.iov = &r.iov;
+      r.req.iov_count = 1;
+      r.req.user = &r;
+      r.req.done = [](IoRequest* q, IoStatus s) {
+        auto* x = static_cast<Req*>(q->user);
+        x->status = s;
+        x->done = true;
+      };
+      vol->submit(&r.req);
+    };
+    for (int i = 0; i < 64; ++i) issue(old_size);
+    loop->run_once(false);
+    ASSERT_TRUE(vol->update(tv->info, tv->pvs, tv->lookup_fn()));
+    EXPECT_GT(vol->size_bytes(), old_size);
+    for (int i = 0; i < 64; ++i) issue(vol->size_bytes());
+    loop->run_until([&] { return vol->in_flight() == 0; });
+    for (const Req& r : reqs) EXPECT_EQ(r.status, IoStatus::kOk) << c.name;
+    // The new tail is readable and writable.
+    std::vector<uint8_t> tail(4096, 0x77), back(4096);
+    const uint64_t off = vol->size_bytes() - tail.size();
+    EXPECT_EQ(run_one(*loop, *vol, Op::kWrite, off, tail.size(), tail.data()), IoStatus::kOk);
+    EXPECT_EQ(run_one(*loop, *vol, Op::kRead, off, back.size(), back.data()), IoStatus::kOk);
+    EXPECT_EQ(back, tail);
+  }
+}
+
+}  // namespace
+}  // namespace rsio::volmgr::io::test
