@@ -18,7 +18,7 @@ packages=(
   # tests
   libgtest-dev libgmock-dev sqlite3
   # tools the walk-through and tests use
-  e2fsprogs util-linux procps curl python3
+  e2fsprogs util-linux procps curl python3 fio
 )
 
 missing=()

@@ -13,7 +13,15 @@ namespace rsio::volmgr::io {
 
 Result<std::unique_ptr<Loop>> Loop::create(unsigned queue_depth) {
   std::unique_ptr<Loop> loop(new Loop());
-  int rc = io_uring_queue_init(queue_depth, &loop->ring_, 0);
+  // Completions are only ever reaped by the loop thread, so the kernel need not interrupt it
+  // for each one: defer completion work until the loop enters the kernel (6.1+), or at
+  // least do it cooperatively (5.19+), falling back to the default.
+  int rc = -EINVAL;
+  for (unsigned flags :
+       {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN, 0u}) {
+    rc = io_uring_queue_init(queue_depth, &loop->ring_, flags);
+    if (rc == 0) break;
+  }
   if (rc < 0)
     return make_error(Errc::kUnavailable,
                       fmt::format("io_uring_queue_init failed: {}; the I/O engine needs a kernel "

@@ -1,7 +1,7 @@
 // The I/O engine's event loop: one io_uring plus queues of deferred work.
 //
-// Thread model: a Loop belongs to one thread, its loop thread, which calls run_once() or
-// run(). Everything the loop drives (device completions, deferred tasks, volume state) runs
+// Thread model: a Loop belongs to one thread, its loop thread, which creates it and calls
+// run_once() or run() (the kernel binds the ring to the thread that creates it). Everything the loop drives (device completions, deferred tasks, volume state) runs
 // on that thread and must not block. post() is the only member other threads may call; it
 // wakes the loop through an eventfd that the ring watches.
 #pragma once
