@@ -197,7 +197,17 @@ Result<std::unique_ptr<VolumeIo>> VolumeIo::open(Loop& loop, const VolumeInfo& i
   return v;
 }
 
-VolumeIo::~VolumeIo() { RSIO_ASSERT_MSG(in_flight_ == 0, "volume closed with requests in flight"); }
+VolumeIo::~VolumeIo() {
+  RSIO_ASSERT_MSG(in_flight_ == 0, "volume closed with requests in flight");
+  for (Pending* p : free_pending_) delete p;
+}
+
+VolumeIo::Pending* VolumeIo::new_pending() {
+  if (free_pending_.empty()) return new Pending();
+  Pending* p = free_pending_.back();
+  free_pending_.pop_back();
+  return p;
+}
 
 uint64_t VolumeIo::size_bytes() const { return map_->size_bytes; }
 
@@ -245,7 +255,18 @@ void VolumeIo::finish(Pending* p) {
   if (p->status != IoStatus::kOk) ++stats_.errors;
   IoRequest* req = p->req;
   const IoStatus status = p->status;
-  delete p;
+  p->req = nullptr;
+  p->outstanding = 0;
+  p->status = IoStatus::kOk;
+  p->width = 1;
+  p->chunks.clear();
+  p->targets.clear();
+  p->iovs.clear();
+  p->subs.clear();
+  if (free_pending_.size() < 4096)
+    free_pending_.push_back(p);
+  else
+    delete p;
   req->done(req, status);
 }
 
@@ -253,7 +274,7 @@ void VolumeIo::submit(IoRequest* req) {
   RSIO_ASSERT(req != nullptr && req->done != nullptr);
   ++stats_.requests;
   ++in_flight_;
-  auto* p = new Pending();
+  Pending* p = new_pending();
   p->req = req;
   p->vol_ = this;
   auto fail_soon = [&](IoStatus s) {
