@@ -5,7 +5,9 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <set>
 
+#include "common/units.h"
 #include "io_test_util.h"
 
 namespace rsio::volmgr::io::test {
@@ -422,6 +424,237 @@ TEST(IoEngineGrow, GrowUnderConcurrentIo) {
     EXPECT_EQ(run_one(*loop, *vol, Op::kRead, off, back.size(), back.data()), IoStatus::kOk);
     EXPECT_EQ(back, tail);
   }
+}
+
+}  // namespace
+}  // namespace rsio::volmgr::io::test
+
+namespace rsio::volmgr::io::test {
+namespace {
+
+// A 2-way mirror with a write-intent bitmap on its own in-memory device.
+struct MirrorRig {
+  std::unique_ptr<Loop> loop = std::move(*Loop::create());
+  std::unique_ptr<TestVolume> tv;
+  std::unique_ptr<MemDevice> bitmap;
+  std::unique_ptr<VolumeIo> vol;
+  struct Events : VolumeEvents {
+    std::vector<uint32_t> faulty, in_sync;
+    void leg_faulty(int64_t, uint32_t leg, const std::string&) override { faulty.push_back(leg); }
+    void leg_in_sync(int64_t, uint32_t leg) override { in_sync.push_back(leg); }
+  } events;
+  static constexpr uint64_t kRegion = 64 * 1024;
+
+  explicit MirrorRig(uint64_t seed) {
+    LayoutCase c{"mirror2", {Layout::kMirrored, 1, 0, 2}, 3 * 64 * 1024, {12, 12}, 10};
+    tv = make_volume(*loop, c, seed);
+    bitmap = std::make_unique<MemDevice>(*loop, "bitmap", 4096, seed);
+  }
+  void open(std::vector<LegState> legs = {}) {
+    VolumeIoOptions opt;
+    opt.events = &events;
+    opt.leg_states = std::move(legs);
+    opt.bitmap.device = bitmap.get();
+    opt.bitmap.region_bytes = kRegion;
+    opt.bitmap.initial_bits.assign(bitmap->contents().begin(), bitmap->contents().end());
+    vol = std::move(
+        *VolumeIo::open(*loop, tv->info, tv->extent_bytes, tv->pvs, tv->lookup_fn(), opt));
+  }
+  uint64_t regions() const { return div_round_up(vol->size_bytes(), kRegion); }
+  void settle() {
+    loop->run_until([&] { return vol->in_flight() == 0 && !vol->resync_progress().active; });
+    for (int i = 0; i < 20; ++i) loop->run_once(false);  // lazy bitmap writes
+  }
+  // Leg k's bytes of the volume, read straight from its devices.
+  std::vector<uint8_t> leg_bytes(uint32_t k) const {
+    std::vector<uint8_t> out;
+    for (const Segment& s : tv->info.segments) {
+      const Area& a = s.areas[k];
+      const uint64_t off =
+          tv->pvs[a.pv_id - 1].data_offset_bytes + a.pv_start_extent * tv->extent_bytes;
+      const auto& d = tv->devices[a.pv_id - 1]->contents();
+      out.insert(out.end(), d.begin() + off, d.begin() + off + s.extent_count * tv->extent_bytes);
+    }
+    return out;
+  }
+  void crash() {
+    for (auto& d : tv->devices) d->crash();
+    bitmap->crash();
+    loop->run_until([&] { return vol->in_flight() == 0; });
+    vol.reset();
+  }
+};
+
+TEST(IoEngineMirror, CrashResyncCopiesOnlyMarkedRegions) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  for (int round = 0; round < 30; ++round) {
+    MirrorRig rig(seed + round);
+    for (auto& d : rig.tv->devices) d->set_faults(FaultConfig{.max_delay_turns = 3});
+    rig.open();
+    const uint64_t size = rig.vol->size_bytes();
+    // Writes all over, with flushes (which clear bits) and then a burst of writes to a few
+    // regions that the crash interrupts.
+    struct W {
+      IoRequest req;
+      std::vector<uint8_t> buf;
+      iovec iov{};
+    };
+    std::list<W> ws;
+    auto write = [&](uint64_t off, uint64_t len, bool fua) {
+      ws.emplace_back();
+      W& w = ws.back();
+      w.buf.resize(len);
+      for (auto& b : w.buf) b = static_cast<uint8_t>(rng());
+      w.iov = {w.buf.data(), len};
+      w.req.op = Op::kWrite;
+      w.req.fua = fua;
+      w.req.offset_bytes = off;
+      w.req.length_bytes = len;
+      w.req.iov = &w.iov;
+      w.req.iov_count = 1;
+      w.req.done = [](IoRequest*, IoStatus) {};
+      rig.vol->submit(&w.req);
+    };
+    // Concurrent writes to the same bytes have no defined order (legs may apply them
+    // differently), so every batch below writes disjoint ranges.
+    for (int i = 0; i < 40; ++i) {
+      write(rng() % (size - 8192), 1 + rng() % 8192, rng() % 3 == 0);
+      rig.settle();
+    }
+    IoRequest flush;
+    flush.op = Op::kFlush;
+    flush.done = [](IoRequest*, IoStatus) {};
+    rig.vol->submit(&flush);
+    rig.settle();
+    EXPECT_EQ(rig.vol->marked_regions(), 0u) << "a FLUSH with nothing in flight clears every bit";
+    EXPECT_EQ(rig.leg_bytes(0), rig.leg_bytes(1)) << "legs equal before the burst";
+    std::set<uint64_t> touched, slots;
+    while (slots.size() < 12) slots.insert(rng() % (size / 4096));
+    for (uint64_t slot : slots) {
+      const uint64_t off = slot * 4096 + rng() % 100;
+      const uint64_t len = std::min<uint64_t>(4096 - 100, size - off);
+      touched.insert(off / MirrorRig::kRegion);
+      touched.insert((off + len - 1) / MirrorRig::kRegion);
+      write(off, len, rng() % 2 == 0);
+    }
+    for (int k = static_cast<int>(rng() % 12); k > 0; --k) rig.loop->run_once(false);
+    rig.crash();
+
+    rig.open();
+    const ResyncProgress at_open = rig.vol->resync_progress();
+    rig.settle();
+    const uint64_t copied = rig.vol->stats().resync_regions;
+    EXPECT_LE(copied, touched.size()) << "only regions written since the last flush are copied";
+    EXPECT_EQ(copied, at_open.regions_total);
+    {
+      const auto l0 = rig.leg_bytes(0), l1 = rig.leg_bytes(1);
+      size_t first = 0;
+      while (first < l0.size() && l0[first] == l1[first]) ++first;
+      EXPECT_EQ(first, l0.size()) << "round " << round << ": legs differ from byte " << first
+                                  << " (region " << first / MirrorRig::kRegion << "); copied "
+                                  << copied << " regions";
+    }
+    EXPECT_EQ(rig.vol->marked_regions(), 0u);
+    ws.clear();
+  }
+}
+
+TEST(IoEngineMirror, RestoredLegResyncsOnlyRegionsWrittenWhileAway) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  MirrorRig rig(seed);
+  rig.open();
+  const uint64_t size = rig.vol->size_bytes();
+  std::vector<uint8_t> model(size);
+  for (auto& b : model) b = static_cast<uint8_t>(rng());
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  ASSERT_EQ(rig.vol->marked_regions(), 0u);
+  // Leg 1's devices fail: the leg drops out; writes go on to leg 0 and mark their regions.
+  for (const Segment& s : rig.tv->info.segments)
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  std::set<uint64_t> touched;
+  for (int i = 0; i < 25; ++i) {
+    const uint64_t len = 1 + rng() % 5000, off = rng() % (size - len);
+    std::vector<uint8_t> buf(len);
+    for (auto& b : buf) b = static_cast<uint8_t>(rng());
+    std::memcpy(model.data() + off, buf.data(), len);
+    for (uint64_t r = off / MirrorRig::kRegion; r <= (off + len - 1) / MirrorRig::kRegion; ++r)
+      touched.insert(r);
+    ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, off, len, buf.data()), IoStatus::kOk);
+    if (i % 5 == 0) {
+      ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+    }
+  }
+  rig.settle();
+  ASSERT_EQ(rig.vol->leg_states()[1], LegState::kFaulty);
+  EXPECT_EQ(rig.vol->marked_regions(), touched.size()) << "bits stay while a leg is away";
+  // The leg comes back: exactly the marked regions are copied, under load.
+  for (const Segment& s : rig.tv->info.segments)
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{});
+  ASSERT_TRUE(rig.vol->restore_leg(1));
+  EXPECT_EQ(rig.vol->leg_states()[1], LegState::kResyncing);
+  for (int i = 0; i < 20; ++i) {  // writes and reads while it resyncs
+    const uint64_t len = 1 + rng() % 5000, off = rng() % (size - len);
+    std::vector<uint8_t> buf(len);
+    if (i % 2) {
+      for (auto& b : buf) b = static_cast<uint8_t>(rng());
+      std::memcpy(model.data() + off, buf.data(), len);
+      EXPECT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, off, len, buf.data()), IoStatus::kOk);
+    } else {
+      EXPECT_EQ(run_one(*rig.loop, *rig.vol, Op::kRead, off, len, buf.data()), IoStatus::kOk);
+      EXPECT_EQ(std::memcmp(buf.data(), model.data() + off, len), 0);
+    }
+  }
+  rig.settle();
+  EXPECT_EQ(rig.vol->stats().resync_regions, touched.size());
+  EXPECT_LT(touched.size(), rig.regions());
+  EXPECT_EQ(rig.vol->leg_states()[1], LegState::kInSync);
+  EXPECT_EQ(rig.events.in_sync, std::vector<uint32_t>{1});
+  EXPECT_EQ(rig.leg_bytes(0), model);
+  EXPECT_EQ(rig.leg_bytes(1), model);
+}
+
+TEST(IoEngineMirror, ResyncResumesFromItsCheckpointAfterARestart) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  MirrorRig rig(seed);
+  rig.open();
+  const uint64_t size = rig.vol->size_bytes();
+  std::vector<uint8_t> model(size);
+  for (auto& b : model) b = static_cast<uint8_t>(rng());
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  for (const Segment& s : rig.tv->info.segments)
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  // Rewrite everything while leg 1 is away: every region is marked.
+  for (auto& b : model) b = static_cast<uint8_t>(rng());
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  const uint64_t total = rig.vol->marked_regions();
+  ASSERT_EQ(total, rig.regions());
+  for (const Segment& s : rig.tv->info.segments)
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{});
+  ASSERT_TRUE(rig.vol->restore_leg(1));
+  // Let about half the regions copy, then the process dies.
+  rig.loop->run_until([&] { return rig.vol->resync_progress().regions_done >= total / 2; });
+  const uint64_t done_before = rig.vol->resync_progress().regions_done;
+  rig.crash();
+  // Restart: leg 1 was not in sync yet, so it comes back as faulty and is restored again.
+  rig.open({LegState::kInSync, LegState::kFaulty});
+  const uint64_t left = rig.vol->marked_regions();
+  EXPECT_LE(left, total - done_before + 1) << "copied regions are not marked any more";
+  ASSERT_TRUE(rig.vol->restore_leg(1));
+  rig.settle();
+  const uint64_t copied_after = rig.vol->stats().resync_regions;
+  EXPECT_EQ(copied_after, left);
+  EXPECT_LT(copied_after, total) << "the resync resumed instead of starting from zero";
+  EXPECT_EQ(rig.leg_bytes(1), model);
+  EXPECT_EQ(rig.leg_bytes(0), model);
 }
 
 }  // namespace

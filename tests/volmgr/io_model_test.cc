@@ -1,9 +1,8 @@
 // Model-based test of the I/O engine: random reads, writes, discards, write-zeroes and
 // flushes of random size and alignment, many in flight with completions in random order,
 // checked byte for byte against an in-memory copy of the volume.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>

@@ -65,6 +65,27 @@ void Loop::post(std::function<void()> fn) {
   (void)n;  // EAGAIN means the counter is already non-zero: the loop will wake anyway
 }
 
+void Loop::after(uint64_t delay_ns, std::function<void()> fn) {
+  struct Timer {
+    Completion completion;
+    __kernel_timespec ts{};
+    std::function<void()> fn;
+  };
+  auto* t = new Timer();
+  t->ts.tv_sec = static_cast<long long>(delay_ns / 1'000'000'000ULL);
+  t->ts.tv_nsec = static_cast<long long>(delay_ns % 1'000'000'000ULL);
+  t->fn = std::move(fn);
+  t->completion.fn = [](Completion* c, int) {
+    auto* timer = reinterpret_cast<Timer*>(c);
+    auto f = std::move(timer->fn);
+    delete timer;
+    f();
+  };
+  io_uring_sqe* s = sqe();
+  io_uring_prep_timeout(s, &t->ts, 0, 0);
+  io_uring_sqe_set_data(s, &t->completion);
+}
+
 void Loop::stop() {
   post([this] { stopping_ = true; });
 }

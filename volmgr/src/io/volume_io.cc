@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <unordered_map>
 
@@ -110,6 +111,9 @@ struct SubOp {
 
 struct VolumeIo::Pending {
   VolumeIo* vol_ = nullptr;
+  bool holds_regions = false;  // counted in Intent::inflight for regions r0..r1
+  uint64_t r0 = 0, r1 = 0;
+  uint64_t flush_seq = 0;  // FLUSH: Intent::write_seq when it was submitted
   IoRequest* req = nullptr;
   uint32_t outstanding = 0;
   IoStatus status = IoStatus::kOk;
@@ -118,6 +122,64 @@ struct VolumeIo::Pending {
   std::vector<Target> targets;
   std::vector<iovec> iovs;
   std::vector<SubOp> subs;
+};
+
+// Region bookkeeping of a mirrored volume: write-intent bits (in memory and as known to be
+// on the bitmap device), writes in flight per region, and region locks held by resync.
+struct VolumeIo::Intent {
+  static constexpr uint64_t kBlockBytes = 4096;
+  Device* device = nullptr;
+  uint64_t region_bytes = 0;
+  uint64_t regions = 0;
+  std::vector<uint8_t> image;         // the bits as they should be on the device
+  std::vector<uint8_t> durable;       // per region: its bit is known set on the device
+  std::vector<uint32_t> inflight;     // per region: writes issued and not completed
+  std::vector<uint64_t> last_done;    // per region: write_seq of its last completed write
+  std::vector<uint8_t> locked;        // per region: resync is copying it
+  std::vector<uint8_t> needs_source;  // per region: only the resync source leg is current
+  uint64_t write_seq = 0;
+  std::vector<Pending*> waiting;  // writes waiting for bits or locks
+  struct Block {
+    bool writing = false, again = false;
+    void* buf = nullptr;
+    iovec iov{};
+    DevOp op;
+    VolumeIo* vol = nullptr;
+    uint64_t index = 0;
+  };
+  std::vector<Block> blocks;
+  bool failed = false;  // the bitmap device failed: writes cannot be protected
+
+  bool bit(uint64_t r) const { return image[r / 8] & (1u << (r % 8)); }
+  void set_bit(uint64_t r, bool on) {
+    if (on)
+      image[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
+    else
+      image[r / 8] &= static_cast<uint8_t>(~(1u << (r % 8)));
+  }
+  ~Intent() {
+    for (Block& b : blocks) std::free(b.buf);
+  }
+};
+
+struct VolumeIo::Resync {
+  bool active = false;
+  std::vector<uint64_t> regions;
+  size_t next = 0;
+  uint32_t source = 0;
+  uint32_t targets = 0;  // bit mask of legs being copied to
+  uint64_t bytes_done = 0;
+  uint64_t waiting_region = UINT64_MAX;  // locked, waiting for its writes to drain
+  uint64_t current = 0;
+  uint32_t outstanding = 0;
+  bool failed = false;
+  bool writing = false;
+  void* buf = nullptr;
+  std::vector<SubOp> ops;
+  std::vector<Target> targets_buf;
+  std::vector<std::pair<uint64_t, uint64_t>> pieces;  // (offset in region, length) per chunk
+  std::chrono::steady_clock::time_point started;
+  ~Resync() { std::free(buf); }
 };
 
 namespace {
@@ -188,14 +250,64 @@ Result<std::unique_ptr<VolumeIo>> VolumeIo::open(Loop& loop, const VolumeInfo& i
   v->leg_states_ = v->options_.leg_states;
   v->leg_states_.resize(legs, LegState::kInSync);
   if (info.spec.layout == Layout::kMirrored) {
+    const WriteIntentOptions& wi = v->options_.bitmap;
+    if (wi.region_bytes == 0 || (wi.region_bytes & (wi.region_bytes - 1)) != 0)
+      return make_error(Errc::kInvalidArgument, "bitmap region size must be a power of two");
+    auto in = std::make_unique<Intent>();
+    in->device = wi.device;
+    in->region_bytes = wi.region_bytes;
+    in->regions = div_round_up(std::max<uint64_t>(info.logical_extents() * extent_size_bytes, 1),
+                               wi.region_bytes);
+    const uint64_t bytes = div_round_up(in->regions, 8);
+    in->image.assign(div_round_up(bytes, Intent::kBlockBytes) * Intent::kBlockBytes, 0);
+    for (size_t i = 0; i < wi.initial_bits.size() && i < bytes; ++i)
+      in->image[i] = wi.initial_bits[i];
+    in->durable.assign(in->regions, 0);
+    in->inflight.assign(in->regions, 0);
+    in->last_done.assign(in->regions, 0);
+    in->locked.assign(in->regions, 0);
+    in->needs_source.assign(in->regions, 0);
+    in->blocks.resize(in->image.size() / Intent::kBlockBytes);
+    for (uint64_t b = 0; b < in->blocks.size(); ++b) {
+      in->blocks[b].index = b;
+      in->blocks[b].vol = v.get();
+    }
+    std::vector<uint64_t> dirty;
+    for (uint64_t r = 0; r < in->regions; ++r)
+      if (in->bit(r)) {
+        in->durable[r] = 1;
+        dirty.push_back(r);
+      }
+    v->intent_ = std::move(in);
+    v->resync_ = std::make_unique<Resync>();
     // A leg with a missing device cannot take writes: it is faulty from the start.
     for (const MapSegment& s : v->map_->segments)
       for (uint32_t k = 0; k < legs; ++k)
         if (s.areas[k].dev == nullptr && v->leg_states_[k] != LegState::kFaulty)
           v->mark_leg_faulty(k, "a device of this leg is missing");
+    // Regions marked at open were being written when the volume was last closed (or a leg
+    // was away): the legs may differ there. Copy them from one in-sync leg to the others.
+    if (!dirty.empty()) {
+      uint32_t targets = 0;
+      int source = -1;
+      for (uint32_t k = 0; k < legs; ++k) {
+        if (v->leg_states_[k] != LegState::kInSync) continue;
+        if (source < 0)
+          source = static_cast<int>(k);
+        else
+          targets |= 1u << k;
+      }
+      if (source >= 0 && targets != 0) {
+        v->resync_->source = static_cast<uint32_t>(source);
+        v->resync_start(std::move(dirty), targets);
+      }
+    }
   }
   return v;
 }
+
+VolumeIo::VolumeIo(Loop& loop, int64_t volume_id, VolumeIoOptions options)
+    : loop_(loop), volume_id_(volume_id), options_(std::move(options)) {}
 
 VolumeIo::~VolumeIo() {
   RSIO_ASSERT_MSG(in_flight_ == 0, "volume closed with requests in flight");
@@ -255,6 +367,9 @@ void VolumeIo::finish(Pending* p) {
   if (p->status != IoStatus::kOk) ++stats_.errors;
   IoRequest* req = p->req;
   const IoStatus status = p->status;
+  if (p->holds_regions) intent_release(p);
+  if (intent_ && req->op == Op::kFlush && status == IoStatus::kOk) intent_after_flush(p->flush_seq);
+  p->holds_regions = false;
   p->req = nullptr;
   p->outstanding = 0;
   p->status = IoStatus::kOk;
@@ -323,7 +438,7 @@ void VolumeIo::submit(IoRequest* req) {
       ++ops;
     } else if (write_class) {
       for (uint32_t k = 0; k < p->width; ++k)
-        ops += leg_states_[k] == LegState::kInSync &&
+        ops += leg_states_[k] != LegState::kFaulty &&
                p->targets[p->chunks[i].first_target + k].dev != nullptr;
     } else {
       ++ops;
@@ -360,11 +475,16 @@ void VolumeIo::submit(IoRequest* req) {
       add(i, 0);
     } else if (write_class) {
       for (uint32_t k = 0; k < p->width; ++k)
-        if (leg_states_[k] == LegState::kInSync &&
+        if (leg_states_[k] != LegState::kFaulty &&
             p->targets[p->chunks[i].first_target + k].dev != nullptr)
           add(i, k);
     } else {
-      const int leg = next_read_leg(0);
+      // Where a resync has not yet made the legs equal, only its source is current.
+      const Chunk& c = p->chunks[i];
+      const int leg =
+          region_needs_source_leg(req->offset_bytes + c.req_offset_bytes, c.length_bytes)
+              ? static_cast<int>(resync_->source)
+              : next_read_leg(0);
       if (leg < 0) {
         p->subs.clear();
         return fail_soon(IoStatus::kUnavailable);
@@ -372,13 +492,28 @@ void VolumeIo::submit(IoRequest* req) {
       add(i, static_cast<uint32_t>(leg));
     }
   }
-  p->vol_ = this;
+  if (mirrored && write_class) {
+    switch (intent_try_issue(p)) {
+      case IntentStep::kIssue:
+        break;
+      case IntentStep::kWait:
+        intent_->waiting.push_back(p);
+        return;  // intent_wake() issues it
+      case IntentStep::kFailed:
+        return;
+    }
+  }
+  issue_subops(p);
+}
+
+void VolumeIo::issue_subops(Pending* p) {
   p->outstanding = static_cast<uint32_t>(p->subs.size());
   for (SubOp& s : p->subs) s.op.device->submit(&s.op);
 }
 
 void VolumeIo::start_flush(Pending* p) {
   p->vol_ = this;
+  if (intent_) p->flush_seq = intent_->write_seq;
   std::vector<Device*> devices;
   devices.swap(written_since_flush_);
   for (const auto& [dev, count] : flushing_)
@@ -452,6 +587,354 @@ void VolumeIo::on_sub_done(DevOp* op, int res) {
     note_written(dev);
   }
   if (--p->outstanding == 0) finish(p);
+}
+
+// ---- write-intent bitmap -------------------------------------------------------------
+
+VolumeIo::IntentStep VolumeIo::intent_try_issue(Pending* p) {
+  Intent& in = *intent_;
+  if (in.failed) {
+    p->status = IoStatus::kIoError;
+    loop_.defer([this, p] { finish(p); });
+    return IntentStep::kFailed;
+  }
+  const IoRequest& req = *p->req;
+  const uint64_t r0 = req.offset_bytes / in.region_bytes;
+  const uint64_t r1 = (req.offset_bytes + req.length_bytes - 1) / in.region_bytes;
+  for (uint64_t r = r0; r <= r1; ++r)
+    if (in.locked[r]) return IntentStep::kWait;  // a resync is copying it
+  bool wait = false;
+  if (in.device != nullptr) {
+    for (uint64_t r = r0; r <= r1; ++r) {
+      if (in.durable[r]) continue;
+      wait = true;
+      if (!in.bit(r)) {
+        in.set_bit(r, true);
+        intent_write_block(r / 8 / Intent::kBlockBytes);
+      }
+    }
+  }
+  if (wait) return IntentStep::kWait;
+  for (uint64_t r = r0; r <= r1; ++r) ++in.inflight[r];
+  p->holds_regions = true;
+  p->r0 = r0;
+  p->r1 = r1;
+  return IntentStep::kIssue;
+}
+
+void VolumeIo::intent_release(Pending* p) {
+  Intent& in = *intent_;
+  ++in.write_seq;
+  for (uint64_t r = p->r0; r <= p->r1; ++r) {
+    --in.inflight[r];
+    in.last_done[r] = in.write_seq;
+    if (in.inflight[r] == 0 && resync_->waiting_region == r) {
+      resync_->waiting_region = UINT64_MAX;
+      loop_.defer([this, r] { resync_copy(r); });
+    }
+  }
+}
+
+void VolumeIo::intent_write_block(uint64_t block) {
+  Intent& in = *intent_;
+  Intent::Block& b = in.blocks[block];
+  if (b.writing) {
+    b.again = true;
+    return;
+  }
+  if (b.buf == nullptr) {
+    void* buf = nullptr;
+    RSIO_ASSERT(::posix_memalign(&buf, 4096, Intent::kBlockBytes) == 0);
+    b.buf = buf;
+  }
+  std::memcpy(b.buf, in.image.data() + block * Intent::kBlockBytes, Intent::kBlockBytes);
+  b.writing = true;
+  b.iov = {b.buf, Intent::kBlockBytes};
+  b.op = DevOp{};
+  b.op.op = Op::kWrite;
+  b.op.fua = true;
+  b.op.offset_bytes = block * Intent::kBlockBytes;
+  b.op.length_bytes = Intent::kBlockBytes;
+  b.op.iov = &b.iov;
+  b.op.iov_count = 1;
+  b.op.ctx = &b;
+  b.op.done = [](DevOp* op, int res) {
+    auto* blk = static_cast<Intent::Block*>(op->ctx);
+    blk->vol->intent_block_written(blk->index, res);
+  };
+  in.device->submit(&b.op);
+}
+
+void VolumeIo::intent_block_written(uint64_t block, int res) {
+  Intent& in = *intent_;
+  Intent::Block& b = in.blocks[block];
+  b.writing = false;
+  if (res < 0) {
+    // Without a durable bitmap a crash could leave legs silently different: refuse writes
+    // rather than risk that. Reads and in-flight writes are unaffected.
+    log::error(
+        "volume_id={} write-intent bitmap write failed on {}: {}; mirror writes fail "
+        "until the volume is reopened",
+        volume_id_, in.device->name(), std::strerror(-res));
+    in.failed = true;
+  } else {
+    const auto* bytes = static_cast<const uint8_t*>(b.buf);
+    const uint64_t first = block * Intent::kBlockBytes * 8;
+    for (uint64_t i = 0; i < Intent::kBlockBytes * 8 && first + i < in.regions; ++i)
+      in.durable[first + i] = (bytes[i / 8] >> (i % 8)) & 1;
+  }
+  if (b.again) {
+    b.again = false;
+    if (!in.failed) intent_write_block(block);
+  }
+  intent_wake();
+}
+
+void VolumeIo::intent_wake() {
+  Intent& in = *intent_;
+  std::vector<Pending*> waiting;
+  waiting.swap(in.waiting);
+  for (Pending* p : waiting) {
+    switch (intent_try_issue(p)) {
+      case IntentStep::kIssue:
+        issue_subops(p);
+        break;
+      case IntentStep::kWait:
+        in.waiting.push_back(p);
+        break;
+      case IntentStep::kFailed:
+        break;
+    }
+  }
+}
+
+void VolumeIo::intent_after_flush(uint64_t flush_seq) {
+  Intent& in = *intent_;
+  if (in.device == nullptr || in.failed || resync_->active) return;
+  // Bits may only go while every leg holds the data: with a leg away they record what it
+  // must get when it comes back.
+  for (LegState s : leg_states_)
+    if (s != LegState::kInSync) return;
+  std::vector<uint64_t> blocks;
+  for (uint64_t r = 0; r < in.regions; ++r) {
+    if (!in.bit(r) || in.inflight[r] != 0 || in.locked[r] || in.last_done[r] > flush_seq) continue;
+    in.set_bit(r, false);
+    in.durable[r] = 0;  // not trusted as set any more, whatever the device holds
+    const uint64_t b = r / 8 / Intent::kBlockBytes;
+    if (blocks.empty() || blocks.back() != b) blocks.push_back(b);
+  }
+  for (uint64_t b : blocks) intent_write_block(b);
+}
+
+uint64_t VolumeIo::marked_regions() const {
+  if (!intent_) return 0;
+  uint64_t n = 0;
+  for (uint64_t r = 0; r < intent_->regions; ++r) n += intent_->bit(r);
+  return n;
+}
+
+bool VolumeIo::region_needs_source_leg(uint64_t offset, uint64_t length) const {
+  if (!intent_ || !resync_->active || length == 0) return false;
+  const uint64_t r0 = offset / intent_->region_bytes;
+  const uint64_t r1 = (offset + length - 1) / intent_->region_bytes;
+  for (uint64_t r = r0; r <= r1; ++r)
+    if (intent_->needs_source[r]) return true;
+  return false;
+}
+
+// ---- resync -------------------------------------------------------------------------
+
+Status VolumeIo::restore_leg(uint32_t leg) {
+  if (!intent_ || leg >= leg_states_.size() || leg_states_[leg] != LegState::kFaulty)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("leg {} is not a faulty leg of a mirrored volume", leg));
+  if (resync_->active) return make_error(Errc::kInUse, "a resync is already running");
+  int source = -1;
+  for (uint32_t k = 0; k < leg_states_.size() && source < 0; ++k)
+    if (leg_states_[k] == LegState::kInSync) source = static_cast<int>(k);
+  if (source < 0) return make_error(Errc::kUnavailable, "no in-sync leg to copy from");
+  std::vector<uint64_t> regions;
+  for (uint64_t r = 0; r < intent_->regions; ++r)
+    if (intent_->device == nullptr || intent_->bit(r)) regions.push_back(r);
+  leg_states_[leg] = LegState::kResyncing;
+  resync_->source = static_cast<uint32_t>(source);
+  log::info("volume_id={} leg {} restored: resyncing {} region(s) from leg {}", volume_id_, leg,
+            regions.size(), source);
+  resync_start(std::move(regions), 1u << leg);
+  return {};
+}
+
+ResyncProgress VolumeIo::resync_progress() const {
+  ResyncProgress pr;
+  if (!resync_) return pr;
+  pr.active = resync_->active;
+  pr.regions_total = resync_->regions.size();
+  pr.regions_done = resync_->next - (resync_->active && resync_->outstanding > 0 ? 1 : 0);
+  if (!pr.active) pr.regions_done = resync_->next;
+  pr.bytes_done = resync_->bytes_done;
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - resync_->started).count();
+  pr.rate_bytes_per_s = secs > 0 ? static_cast<double>(pr.bytes_done) / secs : 0;
+  const double left = static_cast<double>(pr.regions_total - pr.regions_done) *
+                      static_cast<double>(intent_ ? intent_->region_bytes : 0);
+  pr.eta_s = pr.rate_bytes_per_s > 0 ? left / pr.rate_bytes_per_s : 0;
+  return pr;
+}
+
+void VolumeIo::resync_start(std::vector<uint64_t> regions, uint32_t target_mask) {
+  Resync& rs = *resync_;
+  rs.active = true;
+  rs.regions = std::move(regions);
+  rs.next = 0;
+  rs.targets = target_mask;
+  rs.bytes_done = 0;
+  rs.failed = false;
+  rs.started = std::chrono::steady_clock::now();
+  for (uint64_t r : rs.regions) intent_->needs_source[r] = 1;
+  if (rs.buf == nullptr) {
+    void* buf = nullptr;
+    RSIO_ASSERT(::posix_memalign(&buf, 4096, intent_->region_bytes) == 0);
+    rs.buf = buf;
+  }
+  ++in_flight_;  // the resync counts as work in flight until it ends
+  loop_.defer([this] { resync_next(); });
+}
+
+void VolumeIo::resync_next() {
+  Resync& rs = *resync_;
+  Intent& in = *intent_;
+  if (rs.failed || rs.next >= rs.regions.size()) {
+    rs.active = false;
+    for (uint64_t r : rs.regions) in.needs_source[r] = 0;
+    if (!rs.failed) {
+      for (uint32_t k = 0; k < leg_states_.size(); ++k)
+        if ((rs.targets & (1u << k)) && leg_states_[k] == LegState::kResyncing) {
+          leg_states_[k] = LegState::kInSync;
+          log::info("volume_id={} leg {} is in sync again", volume_id_, k);
+          if (options_.events != nullptr) options_.events->leg_in_sync(volume_id_, k);
+        }
+      ++stats_.resyncs;
+    }
+    stats_.resync_regions += rs.next;
+    --in_flight_;
+    intent_wake();
+    return;
+  }
+  const uint64_t r = rs.regions[rs.next++];
+  in.locked[r] = 1;
+  if (in.inflight[r] > 0) {
+    rs.waiting_region = r;  // intent_release() resumes the copy
+    return;
+  }
+  resync_copy(r);
+}
+
+void VolumeIo::resync_copy(uint64_t r) {
+  Resync& rs = *resync_;
+  Intent& in = *intent_;
+  const Map& map = *map_;
+  rs.current = r;
+  const uint64_t start = r * in.region_bytes;
+  const uint64_t end = std::min(start + in.region_bytes, map.size_bytes);
+  rs.targets_buf.clear();
+  rs.pieces.clear();
+  for (uint64_t off = start; off < end;) {
+    const uint64_t len = map.chunk(off, end - off, rs.targets_buf);
+    rs.pieces.push_back({off - start, len});
+    off += len;
+  }
+  const uint32_t width = map.width;
+  // Read the region from the source leg.
+  rs.writing = false;
+  rs.ops.assign(rs.pieces.size(), SubOp{});
+  rs.outstanding = static_cast<uint32_t>(rs.ops.size());
+  for (size_t i = 0; i < rs.pieces.size(); ++i) {
+    const Target& t = rs.targets_buf[i * width + rs.source];
+    SubOp& s = rs.ops[i];
+    s.op.op = Op::kRead;
+    s.op.offset_bytes = t.offset_bytes;
+    s.op.length_bytes = rs.pieces[i].second;
+    s.chunk = static_cast<uint32_t>(i);
+    s.op.ctx = this;
+    s.op.device = t.dev;
+    s.op.done = [](DevOp* op, int res) {
+      static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0);
+    };
+  }
+  if (rs.ops.empty()) return resync_region_done(true);
+  rs_iov_.resize(rs.ops.size());
+  for (size_t i = 0; i < rs.ops.size(); ++i) {
+    rs_iov_[i] = {static_cast<char*>(rs.buf) + rs.pieces[i].first,
+                  static_cast<size_t>(rs.pieces[i].second)};
+    rs.ops[i].op.iov = &rs_iov_[i];
+    rs.ops[i].op.iov_count = 1;
+  }
+  for (SubOp& s : rs.ops) s.op.device->submit(&s.op);
+}
+
+void VolumeIo::resync_region_done(bool ok) {
+  Resync& rs = *resync_;
+  Intent& in = *intent_;
+  if (!ok) rs.failed = true;
+  if (--rs.outstanding > 0) return;
+  const Map& map = *map_;
+  const uint32_t width = map.width;
+  if (!rs.writing && !rs.failed) {
+    // The region is read: write it to every target leg, durably.
+    rs.writing = true;
+    std::vector<SubOp> writes;
+    for (size_t i = 0; i < rs.pieces.size(); ++i)
+      for (uint32_t k = 0; k < width; ++k) {
+        if (!(rs.targets & (1u << k)) || leg_states_[k] == LegState::kFaulty) continue;
+        const Target& t = rs.targets_buf[i * width + k];
+        if (t.dev == nullptr) continue;
+        SubOp s;
+        s.op.op = Op::kWrite;
+        s.op.fua = true;
+        s.op.offset_bytes = t.offset_bytes;
+        s.op.length_bytes = rs.pieces[i].second;
+        s.op.iov = &rs_iov_[i];
+        s.op.iov_count = 1;
+        s.op.ctx = this;
+        s.op.device = t.dev;
+        s.op.done = [](DevOp* op, int res) {
+          static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0);
+        };
+        writes.push_back(s);
+      }
+    if (!writes.empty()) {
+      rs.ops = std::move(writes);
+      rs.outstanding = static_cast<uint32_t>(rs.ops.size());
+      for (SubOp& s : rs.ops) s.op.device->submit(&s.op);
+      return;
+    }
+  }
+  // Region done (or failed): unlock it and let waiting writes go.
+  const uint64_t r = rs.current;
+  in.locked[r] = 0;
+  in.needs_source[r] = 0;
+  if (rs.failed) {
+    log::error("volume_id={} resync stopped at region {}: a device failed", volume_id_, r);
+  } else {
+    rs.bytes_done += std::min(in.region_bytes, map.size_bytes - r * in.region_bytes);
+    // Every leg now holds the region: its bit may go, unless a leg is still away.
+    bool all_present = true;
+    for (uint32_t k = 0; k < leg_states_.size(); ++k)
+      all_present =
+          all_present && (leg_states_[k] == LegState::kInSync || (rs.targets & (1u << k)));
+    if (in.device != nullptr && all_present && in.inflight[r] == 0 && in.bit(r)) {
+      in.set_bit(r, false);
+      in.durable[r] = 0;
+      intent_write_block(r / 8 / Intent::kBlockBytes);
+    }
+  }
+  intent_wake();
+  if (options_.resync_rate_bytes_per_s > 0) {
+    const uint64_t ns = in.region_bytes * 1'000'000'000ULL / options_.resync_rate_bytes_per_s;
+    loop_.after(ns, [this] { resync_next(); });
+  } else {
+    loop_.defer([this] { resync_next(); });
+  }
 }
 
 }  // namespace rsio::volmgr::io

@@ -1,9 +1,10 @@
 // The I/O engine's event loop: one io_uring plus queues of deferred work.
 //
 // Thread model: a Loop belongs to one thread, its loop thread, which creates it and calls
-// run_once() or run() (the kernel binds the ring to the thread that creates it). Everything the loop drives (device completions, deferred tasks, volume state) runs
-// on that thread and must not block. post() is the only member other threads may call; it
-// wakes the loop through an eventfd that the ring watches.
+// run_once() or run() (the kernel binds the ring to the thread that creates it). Everything the
+// loop drives (device completions, deferred tasks, volume state) runs on that thread and must not
+// block. post() is the only member other threads may call; it wakes the loop through an eventfd
+// that the ring watches.
 #pragma once
 
 #include <liburing.h>
@@ -41,6 +42,8 @@ class Loop {
   void defer(std::function<void()> fn);
   // Runs `fn` on the loop thread. Any thread.
   void post(std::function<void()> fn);
+  // Runs `fn` on the loop thread after `delay_ns` nanoseconds. Loop thread only.
+  void after(uint64_t delay_ns, std::function<void()> fn);
 
   // Submits pending SQEs, runs deferred work, reaps completions. With `block`, waits until
   // at least one event arrives when there is nothing else to do. Returns the number of

@@ -47,11 +47,14 @@ struct IoRequest {
   void* user = nullptr;
 };
 
-enum class LegState : uint8_t { kInSync, kFaulty };
+// kResyncing: the leg takes writes but serves no reads until the resync has copied every
+// region it may have missed.
+enum class LegState : uint8_t { kInSync, kFaulty, kResyncing };
 std::string_view leg_state_name(LegState s);
 
 struct VolumeIoStats {
   uint64_t requests = 0, errors = 0, retried_reads = 0, split_ops = 0;
+  uint64_t resyncs = 0, resync_regions = 0;  // completed resyncs, regions they copied
 };
 
 // Receives state changes the engine decides on, to persist them (the metadata thread owns
@@ -60,6 +63,27 @@ class VolumeEvents {
  public:
   virtual ~VolumeEvents() = default;
   virtual void leg_faulty(int64_t volume_id, uint32_t leg, const std::string& reason) = 0;
+  // A resyncing leg has every region copied and serves reads again.
+  virtual void leg_in_sync(int64_t /*volume_id*/, uint32_t /*leg*/) {}
+};
+
+// The write-intent bitmap of a mirrored volume: one bit per region, set durably before a
+// write to the region is issued and cleared lazily once every leg holds the region's data
+// durably, so after a crash (or while a leg is away) only marked regions need copying.
+// docs/io-engine.md describes the format.
+struct WriteIntentOptions {
+  Device* device = nullptr;            // holds the bits from byte 0; null: no bitmap
+  uint64_t region_bytes = 2ULL << 20;  // power of two
+  std::vector<uint8_t> initial_bits;   // the bitmap as read at open (empty: all clear)
+};
+
+struct ResyncProgress {
+  bool active = false;
+  uint64_t regions_total = 0;
+  uint64_t regions_done = 0;
+  uint64_t bytes_done = 0;
+  double rate_bytes_per_s = 0;
+  double eta_s = 0;
 };
 
 struct VolumeIoOptions {
@@ -67,6 +91,9 @@ struct VolumeIoOptions {
   VolumeEvents* events = nullptr;  // may be null
   // Mirror legs already known to be faulty (persisted earlier).
   std::vector<LegState> leg_states;
+  WriteIntentOptions bitmap;  // mirrored volumes
+  // Resync copies at most this many bytes per second (0: no limit).
+  uint64_t resync_rate_bytes_per_s = 0;
 };
 
 // Finds the Device of a PV, or nullptr when the PV is missing.
@@ -91,6 +118,15 @@ class VolumeIo {
   Status update(const VolumeInfo& info, const std::vector<PvInfo>& pvs, const DeviceLookup& lookup);
 
   uint64_t size_bytes() const;
+
+  // Brings a faulty mirror leg back: it takes writes at once and is copied from an in-sync
+  // leg, region by region — only the regions the bitmap marks when the volume has one,
+  // every region otherwise — then turns in-sync. Errors: kInvalidArgument (not a faulty
+  // leg of a mirrored volume), kInUse (a resync is running).
+  Status restore_leg(uint32_t leg);
+  ResyncProgress resync_progress() const;
+  // Regions whose bit is set in the write-intent bitmap.
+  uint64_t marked_regions() const;
   const std::vector<LegState>& leg_states() const { return leg_states_; }
   const VolumeIoStats& stats() const { return stats_; }
   size_t in_flight() const { return in_flight_; }
@@ -100,8 +136,7 @@ class VolumeIo {
   struct Pending;
 
  private:
-  VolumeIo(Loop& loop, int64_t volume_id, VolumeIoOptions options)
-      : loop_(loop), volume_id_(volume_id), options_(std::move(options)) {}
+  VolumeIo(Loop& loop, int64_t volume_id, VolumeIoOptions options);
   void finish(Pending* p);
   Pending* new_pending();
   void start_flush(Pending* p);
@@ -109,6 +144,22 @@ class VolumeIo {
   bool mark_leg_faulty(uint32_t leg, const std::string& reason);
   int next_read_leg(uint32_t tried_mask);
   void note_written(Device* d);
+  // Write-intent bitmap and resync (mirrored volumes).
+  struct Intent;
+  struct Resync;
+  enum class IntentStep { kIssue, kWait, kFailed };
+  IntentStep intent_try_issue(Pending* p);
+  void intent_release(Pending* p);
+  void intent_write_block(uint64_t block);
+  void intent_block_written(uint64_t block, int res);
+  void intent_after_flush(uint64_t flush_seq);
+  void intent_wake();
+  void issue_subops(Pending* p);
+  void resync_start(std::vector<uint64_t> regions, uint32_t target_mask);
+  void resync_next();
+  void resync_copy(uint64_t region);
+  void resync_region_done(bool ok);
+  bool region_needs_source_leg(uint64_t offset, uint64_t length) const;
 
   Loop& loop_;
   int64_t volume_id_;
@@ -123,6 +174,9 @@ class VolumeIo {
   // Finished request states, kept with their vectors' capacity for reuse: the hot path
   // allocates nothing once warm.
   std::vector<Pending*> free_pending_;
+  std::unique_ptr<Intent> intent_;
+  std::vector<iovec> rs_iov_;  // resync: pieces of the region buffer
+  std::unique_ptr<Resync> resync_;
   size_t in_flight_ = 0;
   VolumeIoStats stats_;
 };
