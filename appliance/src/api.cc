@@ -178,9 +178,10 @@ std::string volume_state(const volmgr::VolumeManager& vm, const VolumeInfo& v) {
   bool all_segments_readable = true;
   for (const auto& s : v.segments) {
     size_t ok = 0;
-    for (const auto& a : s.areas) {
-      const auto* pv = vm.find_pv(a.pv_id);
-      if (pv != nullptr && pv->state == volmgr::PvState::kOk)
+    for (size_t k = 0; k < s.areas.size(); ++k) {
+      const auto* pv = vm.find_pv(s.areas[k].pv_id);
+      const bool leg_ok = k >= v.leg_states.size() || v.leg_states[k] == volmgr::LegState::kInSync;
+      if (pv != nullptr && pv->state == volmgr::PvState::kOk && leg_ok)
         ++ok;
       else
         any_bad = true;
@@ -272,6 +273,14 @@ ApiResponse Api::handle(const ApiRequest& req) {
               {"state", volume_state(volumes_, v)},
               {"grants", grants},
               {"created_ms", v.created_ms}};
+    if (v.spec.layout == Layout::kMirrored) {
+      json legs = json::array();
+      for (size_t k = 0; k < v.leg_states.size(); ++k)
+        legs.push_back({{"leg", k},
+                        {"state", volmgr::leg_state_name(v.leg_states[k])},
+                        {"detail", v.leg_details[k]}});
+      j["legs"] = legs;
+    }
     if (detail) {
       json segs = json::array();
       for (const auto& s : v.segments) {

@@ -78,6 +78,11 @@ Status list_volumes(ApiClient& api, const Args& a) {
     if (a.verbose == 0) continue;
     const std::string layout = str(v, "layout");
     const char* area_word = layout == "striped" ? "stripe" : layout == "mirrored" ? "leg" : "area";
+    if (v.contains("legs"))
+      for (const auto& leg : v["legs"])
+        if (leg["state"] != "in-sync")
+          fmt::print("     leg {} is {}{}\n", leg["leg"].get<int>(), str(leg, "state"),
+                     str(leg, "detail").empty() ? "" : ": " + str(leg, "detail"));
     size_t i = 0;
     for (const auto& s : v["segments"]) {
       const uint64_t first = u64(s, "start_extent");

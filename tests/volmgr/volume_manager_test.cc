@@ -48,7 +48,7 @@ class VolumeManagerTest : public ::testing::Test {
   }
   std::string table_dump() {
     std::string out;
-    for (const char* t : {"pools", "pvs", "volumes", "segments", "areas"}) {
+    for (const char* t : {"pools", "pvs", "volumes", "segments", "areas", "mirror_legs"}) {
       auto* st = *db_->prepare(std::string("SELECT * FROM ") + t + " ORDER BY 1, 2");
       while (*st->step()) {
         out += t;
@@ -94,6 +94,29 @@ TEST_F(VolumeManagerTest, FirstPoolBecomesDefaultAndVolumesPersist) {
   }
   EXPECT_EQ(vm_->find_volume("berg")->size_bytes, 200u << 20);
   for (const auto& d : vm_->devices()) EXPECT_EQ(d.info.state, PvState::kOk);
+}
+
+TEST_F(VolumeManagerTest, MirrorLegStatesPersist) {
+  ASSERT_TRUE(vm_->create_pool({"p", kDefaultExtentSizeBytes, true}));
+  add_file("a.img", 64 << 20);
+  add_file("b.img", 64 << 20);
+  auto v = vm_->create_volume({"m", "", 8 << 20, LayoutSpec{Layout::kMirrored, 1, 0, 2}, 512});
+  ASSERT_TRUE(v);
+  ASSERT_EQ(v->leg_states.size(), 2u);
+  ASSERT_TRUE(vm_->set_leg_state(v->id, 1, LegState::kFaulty, "write failed"));
+  EXPECT_FALSE(vm_->set_leg_state(v->id, 2, LegState::kFaulty, ""));
+  reopen();
+  const VolumeInfo* m = vm_->find_volume("m");
+  EXPECT_EQ(m->leg_states[1], LegState::kFaulty);
+  EXPECT_EQ(m->leg_details[1], "write failed");
+  ASSERT_TRUE(vm_->set_leg_state(m->id, 1, LegState::kInSync, ""));
+  reopen();
+  EXPECT_EQ(vm_->find_volume("m")->leg_states[1], LegState::kInSync);
+  ASSERT_TRUE(vm_->set_leg_state(vm_->find_volume("m")->id, 0, LegState::kResyncing, "restored"));
+  ASSERT_TRUE(vm_->delete_volume("m", nullptr));  // cascades to the leg rows
+  auto* st = *db_->prepare("SELECT count(*) FROM mirror_legs");
+  ASSERT_TRUE(*st->step());
+  EXPECT_EQ(st->column_int64(0), 0);
 }
 
 TEST_F(VolumeManagerTest, ShrinkNeedsForce) {

@@ -33,6 +33,25 @@ std::optional<Layout> parse_layout(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view leg_state_name(LegState s) {
+  switch (s) {
+    case LegState::kInSync:
+      return "in-sync";
+    case LegState::kFaulty:
+      return "faulty";
+    case LegState::kResyncing:
+      return "resyncing";
+  }
+  return "in-sync";
+}
+
+std::optional<LegState> parse_leg_state(std::string_view name) {
+  if (name == "in-sync") return LegState::kInSync;
+  if (name == "faulty") return LegState::kFaulty;
+  if (name == "resyncing") return LegState::kResyncing;
+  return std::nullopt;
+}
+
 std::string_view pv_kind_name(PvKind kind) { return kind == PvKind::kFile ? "file" : "block"; }
 
 std::string_view pv_state_name(PvState state) {
@@ -150,6 +169,28 @@ Status VolumeManager::load() {
       s.extent_count = static_cast<uint64_t>(st->column_int64(3));
       s.areas.push_back(Area{st->column_int64(5), static_cast<uint64_t>(st->column_int64(6)),
                              static_cast<uint64_t>(st->column_int64(7))});
+    }
+  }
+  for (auto& [id, v] : volumes_) {
+    if (v.spec.layout == Layout::kMirrored) {
+      v.leg_states.assign(v.spec.mirrors, LegState::kInSync);
+      v.leg_details.assign(v.spec.mirrors, "");
+    }
+  }
+  {
+    RSIO_TRY(db::Statement * st,
+             db_.prepare("SELECT volume_id, leg, state, detail FROM mirror_legs"));
+    for (;;) {
+      RSIO_TRY(bool row, st->step());
+      if (!row) break;
+      auto it = volumes_.find(st->column_int64(0));
+      const auto leg = static_cast<size_t>(st->column_int64(1));
+      if (it == volumes_.end() || leg >= it->second.leg_states.size())
+        return make_error(Errc::kCorrupt, fmt::format("mirror_legs names leg {} of volume_id={}, "
+                                                      "which has no such leg",
+                                                      leg, st->column_int64(0)));
+      it->second.leg_states[leg] = parse_leg_state(st->column_text(2)).value_or(LegState::kFaulty);
+      it->second.leg_details[leg] = st->column_text(3);
     }
   }
   for (auto& [id, v] : volumes_) {
@@ -548,6 +589,10 @@ Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) 
   v.block_size_bytes = req.block_size_bytes;
   v.spec = spec;
   v.created_ms = now_ms();
+  if (spec.layout == Layout::kMirrored) {
+    v.leg_states.assign(spec.mirrors, LegState::kInSync);
+    v.leg_details.assign(spec.mirrors, "");
+  }
   PoolSpace& space = space_.at(pool->id);
   RSIO_TRY_STATUS(allocate_extents(space, spec, AllocContext{pool->name, pool->extent_size_bytes},
                                    v.segments, logical));
@@ -633,6 +678,38 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
             next.size_bytes);
   v = std::move(next);
   return v;
+}
+
+Status VolumeManager::set_leg_state(int64_t volume_id, uint32_t leg, LegState state,
+                                    std::string_view detail) {
+  auto it = volumes_.find(volume_id);
+  if (it == volumes_.end())
+    return make_error(Errc::kNotFound, fmt::format("volume_id={} does not exist", volume_id));
+  VolumeInfo& v = it->second;
+  if (leg >= v.leg_states.size())
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume '{}' has no mirror leg {}", v.name, leg));
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  if (state == LegState::kInSync) {
+    RSIO_TRY(db::Statement * st,
+             db_.prepare("DELETE FROM mirror_legs WHERE volume_id = ? AND leg = ?"));
+    st->bind_all(volume_id, leg);
+    RSIO_TRY_STATUS(st->run());
+  } else {
+    RSIO_TRY(db::Statement * st,
+             db_.prepare("INSERT INTO mirror_legs (volume_id, leg, state, detail, updated_ms) "
+                         "VALUES (?, ?, ?, ?, ?) "
+                         "ON CONFLICT (volume_id, leg) DO UPDATE SET state = excluded.state, "
+                         "detail = excluded.detail, updated_ms = excluded.updated_ms"));
+    st->bind_all(volume_id, leg, leg_state_name(state), detail, now_ms());
+    RSIO_TRY_STATUS(st->run());
+  }
+  RSIO_TRY_STATUS(txn.commit());
+  v.leg_states[leg] = state;
+  v.leg_details[leg] = state == LegState::kInSync ? "" : std::string(detail);
+  log::info("mirror leg state: volume={} leg={} state={} detail={}", v.name, leg,
+            leg_state_name(state), detail);
+  return {};
 }
 
 Result<VolumeInfo> VolumeManager::rename_volume(std::string_view name, std::string_view new_name) {

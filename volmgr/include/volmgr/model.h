@@ -29,6 +29,12 @@ std::string_view pv_kind_name(PvKind kind);
 enum class PvState { kOk, kMissing, kLabelMismatch, kSizeMismatch };
 std::string_view pv_state_name(PvState state);
 
+// The state of one mirror leg. kResyncing: the leg takes writes but serves no reads until a
+// resync has copied every region it may have missed.
+enum class LegState : uint8_t { kInSync, kFaulty, kResyncing };
+std::string_view leg_state_name(LegState s);
+std::optional<LegState> parse_leg_state(std::string_view name);
+
 struct PoolInfo {
   int64_t id = 0;
   Uuid uuid;
@@ -96,6 +102,9 @@ struct VolumeInfo {
   LayoutSpec spec;
   int64_t created_ms = 0;
   std::vector<Segment> segments;
+  // Mirrored volumes: one entry per leg (empty otherwise).
+  std::vector<LegState> leg_states;
+  std::vector<std::string> leg_details;  // why a leg is not in sync
 
   uint64_t logical_extents() const {
     return segments.empty() ? 0 : segments.back().start_extent + segments.back().extent_count;

@@ -92,6 +92,10 @@ class VolumeManager {
   // Errors: kNotFound, kInvalidArgument, kAlreadyExists.
   Result<VolumeInfo> rename_volume(std::string_view name, std::string_view new_name);
 
+  // Records the state of a mirror leg (as decided by the I/O engine). Errors: kNotFound,
+  // kInvalidArgument (not a leg of a mirrored volume).
+  Status set_leg_state(int64_t volume_id, uint32_t leg, LegState state, std::string_view detail);
+
   // Runs inside the delete transaction, before the volume row is removed, so callers can
   // check and remove rows that refer to the volume (grants) atomically with the delete.
   using DeleteHook = std::function<Status(db::Database&, const VolumeInfo&)>;

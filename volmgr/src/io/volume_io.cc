@@ -32,9 +32,6 @@ std::string_view io_status_name(IoStatus s) {
   return "?";
 }
 
-std::string_view leg_state_name(LegState s) {
-  return s == LegState::kFaulty ? "faulty" : "in-sync";
-}
 
 namespace {
 

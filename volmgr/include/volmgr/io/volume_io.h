@@ -47,10 +47,6 @@ struct IoRequest {
   void* user = nullptr;
 };
 
-// kResyncing: the leg takes writes but serves no reads until the resync has copied every
-// region it may have missed.
-enum class LegState : uint8_t { kInSync, kFaulty, kResyncing };
-std::string_view leg_state_name(LegState s);
 
 struct VolumeIoStats {
   uint64_t requests = 0, errors = 0, retried_reads = 0, split_ops = 0;
