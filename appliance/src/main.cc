@@ -201,16 +201,16 @@ int run(const Options& opt) {
     return 1;
   }
   catalog = std::move(*cat);
+  appliance::ApiInfo info{RSIO_VERSION, state_dir, "rsio", 0, now_ms()};
+  if (Status st = read_namespace(*database, info); !st) {
+    log::error("cannot start: database {}: {}", db_path, st.error().message);
+    return 1;
+  }
   if (init_pool_bytes) {
     if (Status st = init_default_pool(*volumes, state_dir, *init_pool_bytes); !st) {
       log::error("cannot create the default pool: {}", st.error().message);
       return 1;
     }
-  }
-  appliance::ApiInfo info{RSIO_VERSION, state_dir, "rsio", 0, now_ms()};
-  if (Status st = read_namespace(*database, info); !st) {
-    log::error("cannot start: database {}: {}", db_path, st.error().message);
-    return 1;
   }
   api = std::make_unique<appliance::Api>(*volumes, *catalog, info);
 

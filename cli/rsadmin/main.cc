@@ -159,6 +159,7 @@ Status run(ApiClient& api, const Args& a) {
     const std::string key = a.key.empty() ? random_key() : a.key;
     RSIO_TRY(json r, api.call("POST", "/1.0/clients", json{{"name", a.create}, {"node_key", key}}));
     if (a.json_out) {
+      if (a.key.empty()) r["node_key"] = key;  // generated here: the only place it is shown
       print_json(r);
       return {};
     }

@@ -19,10 +19,12 @@ struct Args {
   std::string create;
   std::string size;
   std::string pool;
-  uint32_t stripes = 0;
+  // kNotGiven until the option appears, so that an explicit 0 is refused, not ignored.
+  static constexpr int64_t kNotGiven = INT64_MIN;
+  int64_t stripes = kNotGiven;
   std::string stripe_size;
-  uint32_t mirrors = 0;
-  uint32_t block_size = 0;
+  int64_t mirrors = kNotGiven;
+  int64_t block_size = kNotGiven;
   bool query = false;
   int verbose = 0;
   std::string resize;
@@ -156,7 +158,13 @@ Status run(ApiClient& api, const Args& a) {
   if (actions > 1) throw UsageError("give one action at a time");
   const bool sized = !a.create.empty() || !a.resize.empty() || !a.add_device.empty();
   if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");
-  if ((a.stripes || a.mirrors || !a.stripe_size.empty() || a.block_size) && a.create.empty())
+  const bool given_stripes = a.stripes != Args::kNotGiven,
+             given_mirrors = a.mirrors != Args::kNotGiven,
+             given_bs = a.block_size != Args::kNotGiven;
+  if ((given_stripes && a.stripes < 1) || (given_mirrors && a.mirrors < 1))
+    throw UsageError("--stripes and --mirrors must be at least 1");
+  if (given_bs && a.block_size < 1) throw UsageError("--block-size must be 512 or 4096");
+  if ((given_stripes || given_mirrors || !a.stripe_size.empty() || given_bs) && a.create.empty())
     throw UsageError("--stripes, --stripe-size, --mirrors and --block-size belong to -c");
   if ((!a.extent_size.empty() || a.make_default) && a.create_pool.empty())
     throw UsageError("--extent-size and --default belong to --create-pool");
@@ -175,11 +183,11 @@ Status run(ApiClient& api, const Args& a) {
     const uint64_t size = parse_size_option("-S/--size", a.size);
     json body = {{"name", a.create}, {"size_bytes", size}};
     if (!a.pool.empty()) body["pool"] = a.pool;
-    if (a.stripes) body["stripes"] = a.stripes;
-    if (a.mirrors) body["mirrors"] = a.mirrors;
+    if (a.stripes != Args::kNotGiven) body["stripes"] = a.stripes;
+    if (a.mirrors != Args::kNotGiven) body["mirrors"] = a.mirrors;
     if (!a.stripe_size.empty())
       body["stripe_size_bytes"] = parse_size_option("--stripe-size", a.stripe_size);
-    if (a.block_size) body["block_size_bytes"] = a.block_size;
+    if (a.block_size != Args::kNotGiven) body["block_size_bytes"] = a.block_size;
     RSIO_TRY(json v, api.call("POST", "/1.0/volumes", body));
     if (a.json_out)
       print_json(v);

@@ -197,6 +197,8 @@ TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
       {"rsadmin -g eisberg", 2, ""},
       {"rsadmin -k key", 2, "belongs to -c"},
       {"rsadmin -q -f", 2, "belongs to -d"},
+      {"smgr -c x -S 1g --stripes 0", 2, "at least 1"},
+      {"smgr -c x -S 1g --mirrors 0", 2, "at least 1"},
       {"smgr -q -p default", 2, "belongs to -c or -a"},
       {"smgr -P -v", 2, "belongs to -q"},
       {"smgr -q --default", 2, "belong to --create-pool"},

@@ -92,12 +92,19 @@ Error no_space_error(const PoolSpace& space, const LayoutSpec& spec, const Alloc
                     big_enough, have, what));
   }
   // Enough devices have the space, but not in a placement the layout allows: mirror legs
-  // must stay on devices no other leg of the volume uses.
+  // must stay on devices no other leg of the volume uses; stripes need that many devices
+  // with free space at the same time, which fragmentation can prevent.
+  if (spec.layout == Layout::kMirrored)
+    return make_error(Errc::kNoSpace,
+                      fmt::format("cannot place {} mirror legs of {} each in pool '{}': the free "
+                                  "space is on devices other legs of this volume already use; "
+                                  "add devices (smgr --add-device)",
+                                  spec.width(), each, ctx.pool_name));
   return make_error(Errc::kNoSpace,
-                    fmt::format("cannot place {} {} of {} each in pool '{}': the free space is "
-                                "on devices other {} of this volume already use; add devices "
-                                "(smgr --add-device)",
-                                spec.width(), what, each, ctx.pool_name, what));
+                    fmt::format("cannot place {} stripes of {} each in pool '{}': the free space "
+                                "is spread over too few devices at once; add devices (smgr "
+                                "--add-device) or use fewer stripes",
+                                spec.width(), each, ctx.pool_name));
 }
 
 }  // namespace
