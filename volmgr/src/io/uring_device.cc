@@ -36,6 +36,7 @@ namespace {
 
 constexpr size_t kZeroBufferBytes = 1 << 20;
 constexpr int kIovMax = 1024;
+constexpr uint32_t kTransientRetries = 16;
 
 // A shared page-aligned buffer of zeroes for writing zeroes where fallocate cannot.
 const void* zero_buffer() {
@@ -73,6 +74,7 @@ class UringDevice final : public Device {
 
   void submit(DevOp* op) override {
     op->done_bytes = 0;
+    op->retries = 0;
     op->device_state = nullptr;
     op->completion.fn = &UringDevice::on_complete;
     issue(op);
@@ -163,6 +165,11 @@ class UringDevice final : public Device {
     auto* st = static_cast<OpState*>(op->device_state);
     const bool zero_fill = st != nullptr && st->zero_fill;
     const bool syncing = st != nullptr && st->syncing;
+    if ((res == -EAGAIN || res == -EINTR) && op->retries < kTransientRetries) {
+      ++op->retries;  // the kernel asks to try again: not a device error
+      self->issue(op);
+      return;
+    }
     const bool range_op = op->op == Op::kDiscard || op->op == Op::kWriteZeroes;
     if (range_op && !zero_fill && !syncing && (res == -EOPNOTSUPP || res == -EINVAL)) {
       // No hole punching / zero range here: write zeroes instead (reads must see zeroes).

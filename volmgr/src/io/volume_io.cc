@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 
 #include "common/assert.h"
@@ -31,7 +32,6 @@ std::string_view io_status_name(IoStatus s) {
   }
   return "?";
 }
-
 
 namespace {
 
@@ -144,7 +144,26 @@ struct VolumeIo::Intent {
     VolumeIo* vol = nullptr;
     uint64_t index = 0;
   };
-  std::vector<Block> blocks;
+  std::deque<Block> blocks;  // deque: growing keeps blocks with writes in flight in place
+
+  // Sizes the per-region state for `bytes` of volume (grow only).
+  void resize(uint64_t bytes, VolumeIo* vol) {
+    const uint64_t n =
+        std::max<uint64_t>(div_round_up(std::max<uint64_t>(bytes, 1), region_bytes), regions);
+    regions = n;
+    const uint64_t image_bytes = div_round_up(div_round_up(n, 8), kBlockBytes) * kBlockBytes;
+    if (image.size() < image_bytes) image.resize(image_bytes, 0);
+    durable.resize(n, 0);
+    inflight.resize(n, 0);
+    last_done.resize(n, 0);
+    locked.resize(n, 0);
+    needs_source.resize(n, 0);
+    while (blocks.size() < image.size() / kBlockBytes) {
+      blocks.emplace_back();
+      blocks.back().index = blocks.size() - 1;
+      blocks.back().vol = vol;
+    }
+  }
   bool failed = false;  // the bitmap device failed: writes cannot be protected
 
   bool bit(uint64_t r) const { return image[r / 8] & (1u << (r % 8)); }
@@ -159,6 +178,26 @@ struct VolumeIo::Intent {
   }
 };
 
+struct VolumeIo::Scrub {
+  bool active = false;
+  uint64_t next = 0;
+  uint64_t current = 0;
+  uint64_t waiting_region = UINT64_MAX;
+  uint32_t outstanding = 0;
+  bool failed = false;
+  uint64_t mismatched = 0;
+  std::vector<uint64_t> mismatches;
+  std::vector<uint32_t> legs;  // legs read for the current region
+  std::vector<void*> bufs;     // one region buffer per leg
+  std::vector<iovec> iovs;
+  std::vector<SubOp> ops;
+  std::vector<Target> targets;
+  std::vector<std::pair<uint64_t, uint64_t>> pieces;
+  ~Scrub() {
+    for (void* b : bufs) std::free(b);
+  }
+};
+
 struct VolumeIo::Resync {
   bool active = false;
   std::vector<uint64_t> regions;
@@ -170,7 +209,7 @@ struct VolumeIo::Resync {
   uint64_t current = 0;
   uint32_t outstanding = 0;
   bool failed = false;
-  bool writing = false;
+  enum class Phase { kRead, kWrite, kSyncSource } phase = Phase::kRead;
   void* buf = nullptr;
   std::vector<SubOp> ops;
   std::vector<Target> targets_buf;
@@ -253,22 +292,10 @@ Result<std::unique_ptr<VolumeIo>> VolumeIo::open(Loop& loop, const VolumeInfo& i
     auto in = std::make_unique<Intent>();
     in->device = wi.device;
     in->region_bytes = wi.region_bytes;
-    in->regions = div_round_up(std::max<uint64_t>(info.logical_extents() * extent_size_bytes, 1),
-                               wi.region_bytes);
+    in->resize(info.logical_extents() * extent_size_bytes, v.get());
     const uint64_t bytes = div_round_up(in->regions, 8);
-    in->image.assign(div_round_up(bytes, Intent::kBlockBytes) * Intent::kBlockBytes, 0);
     for (size_t i = 0; i < wi.initial_bits.size() && i < bytes; ++i)
       in->image[i] = wi.initial_bits[i];
-    in->durable.assign(in->regions, 0);
-    in->inflight.assign(in->regions, 0);
-    in->last_done.assign(in->regions, 0);
-    in->locked.assign(in->regions, 0);
-    in->needs_source.assign(in->regions, 0);
-    in->blocks.resize(in->image.size() / Intent::kBlockBytes);
-    for (uint64_t b = 0; b < in->blocks.size(); ++b) {
-      in->blocks[b].index = b;
-      in->blocks[b].vol = v.get();
-    }
     std::vector<uint64_t> dirty;
     for (uint64_t r = 0; r < in->regions; ++r)
       if (in->bit(r)) {
@@ -323,6 +350,7 @@ uint64_t VolumeIo::size_bytes() const { return map_->size_bytes; }
 Status VolumeIo::update(const VolumeInfo& info, const std::vector<PvInfo>& pvs,
                         const DeviceLookup& lookup) {
   RSIO_TRY(auto map, build_map(info, map_->extent_size_bytes, pvs, lookup));
+  if (intent_) intent_->resize(info.logical_extents() * map->extent_size_bytes, this);
   map_ = std::move(map);
   return {};
 }
@@ -478,10 +506,15 @@ void VolumeIo::submit(IoRequest* req) {
     } else {
       // Where a resync has not yet made the legs equal, only its source is current.
       const Chunk& c = p->chunks[i];
-      const int leg =
-          region_needs_source_leg(req->offset_bytes + c.req_offset_bytes, c.length_bytes)
-              ? static_cast<int>(resync_->source)
-              : next_read_leg(0);
+      int leg = region_needs_source_leg(req->offset_bytes + c.req_offset_bytes, c.length_bytes)
+                    ? static_cast<int>(resync_->source)
+                    : next_read_leg(0);
+      // A leg whose device for this chunk is missing cannot serve it.
+      uint32_t tried = 0;
+      while (leg >= 0 && p->targets[c.first_target + static_cast<uint32_t>(leg)].dev == nullptr) {
+        tried |= 1u << leg;
+        leg = next_read_leg(tried);
+      }
       if (leg < 0) {
         p->subs.clear();
         return fail_soon(IoStatus::kUnavailable);
@@ -552,6 +585,7 @@ void VolumeIo::on_sub_done(DevOp* op, int res) {
     const std::string why = fmt::format("{} on {} at offset_bytes={} failed: {}", op_name(op->op),
                                         dev->name(), op->offset_bytes, std::strerror(-res));
     if (op->op == Op::kFlush) {
+      log::error("volume_id={} {}", volume_id_, why);
       note_written(dev);  // not durable: the next flush must try again
       auto leg = map.leg_of_device.find(dev);
       if (!(mirrored && leg != map.leg_of_device.end() && mark_leg_faulty(leg->second, why)))
@@ -628,6 +662,10 @@ void VolumeIo::intent_release(Pending* p) {
     if (in.inflight[r] == 0 && resync_->waiting_region == r) {
       resync_->waiting_region = UINT64_MAX;
       loop_.defer([this, r] { resync_copy(r); });
+    }
+    if (in.inflight[r] == 0 && scrub_ && scrub_->waiting_region == r) {
+      scrub_->waiting_region = UINT64_MAX;
+      loop_.defer([this, r] { scrub_read(r); });
     }
   }
 }
@@ -745,7 +783,8 @@ Status VolumeIo::restore_leg(uint32_t leg) {
   if (!intent_ || leg >= leg_states_.size() || leg_states_[leg] != LegState::kFaulty)
     return make_error(Errc::kInvalidArgument,
                       fmt::format("leg {} is not a faulty leg of a mirrored volume", leg));
-  if (resync_->active) return make_error(Errc::kInUse, "a resync is already running");
+  if (resync_->active || (scrub_ && scrub_->active))
+    return make_error(Errc::kInUse, "a resync or scrub is already running");
   int source = -1;
   for (uint32_t k = 0; k < leg_states_.size() && source < 0; ++k)
     if (leg_states_[k] == LegState::kInSync) source = static_cast<int>(k);
@@ -803,6 +842,17 @@ void VolumeIo::resync_next() {
   if (rs.failed || rs.next >= rs.regions.size()) {
     rs.active = false;
     for (uint64_t r : rs.regions) in.needs_source[r] = 0;
+    if (rs.failed) {
+      // The targets did not get everything: they are not in sync (their bits stay set, as
+      // bits only go while every leg is in sync), and can be restored again later.
+      for (uint32_t k = 0; k < leg_states_.size(); ++k)
+        if ((rs.targets & (1u << k)) && leg_states_[k] != LegState::kFaulty) {
+          leg_states_[k] = LegState::kFaulty;
+          log::error("volume_id={} mirror leg {} is faulty: its resync failed", volume_id_, k);
+          if (options_.events != nullptr)
+            options_.events->leg_faulty(volume_id_, k, "resync failed");
+        }
+    }
     if (!rs.failed) {
       for (uint32_t k = 0; k < leg_states_.size(); ++k)
         if ((rs.targets & (1u << k)) && leg_states_[k] == LegState::kResyncing) {
@@ -842,7 +892,7 @@ void VolumeIo::resync_copy(uint64_t r) {
   }
   const uint32_t width = map.width;
   // Read the region from the source leg.
-  rs.writing = false;
+  rs.phase = Resync::Phase::kRead;
   rs.ops.assign(rs.pieces.size(), SubOp{});
   rs.outstanding = static_cast<uint32_t>(rs.ops.size());
   for (size_t i = 0; i < rs.pieces.size(); ++i) {
@@ -876,35 +926,54 @@ void VolumeIo::resync_region_done(bool ok) {
   if (--rs.outstanding > 0) return;
   const Map& map = *map_;
   const uint32_t width = map.width;
-  if (!rs.writing && !rs.failed) {
-    // The region is read: write it to every target leg, durably.
-    rs.writing = true;
+  auto issue = [&](std::vector<SubOp> ops) {
+    rs.ops = std::move(ops);
+    rs.outstanding = static_cast<uint32_t>(rs.ops.size());
+    for (SubOp& s : rs.ops) s.op.device->submit(&s.op);
+  };
+  auto sub_op = [&](Op op, Device* dev, uint64_t off, uint64_t len, const iovec* iov) {
+    SubOp s;
+    s.op.op = op;
+    s.op.fua = op == Op::kWrite;
+    s.op.offset_bytes = off;
+    s.op.length_bytes = len;
+    s.op.iov = iov;
+    s.op.iov_count = iov != nullptr ? 1 : 0;
+    s.op.ctx = this;
+    s.op.device = dev;
+    s.op.done = [](DevOp* o, int res) {
+      static_cast<VolumeIo*>(o->ctx)->resync_region_done(res >= 0);
+    };
+    return s;
+  };
+  if (!rs.failed && rs.phase == Resync::Phase::kRead) {
+    // The region is read: write it to every target leg, durably (FUA).
+    rs.phase = Resync::Phase::kWrite;
     std::vector<SubOp> writes;
     for (size_t i = 0; i < rs.pieces.size(); ++i)
       for (uint32_t k = 0; k < width; ++k) {
         if (!(rs.targets & (1u << k)) || leg_states_[k] == LegState::kFaulty) continue;
         const Target& t = rs.targets_buf[i * width + k];
-        if (t.dev == nullptr) continue;
-        SubOp s;
-        s.op.op = Op::kWrite;
-        s.op.fua = true;
-        s.op.offset_bytes = t.offset_bytes;
-        s.op.length_bytes = rs.pieces[i].second;
-        s.op.iov = &rs_iov_[i];
-        s.op.iov_count = 1;
-        s.op.ctx = this;
-        s.op.device = t.dev;
-        s.op.done = [](DevOp* op, int res) {
-          static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0);
-        };
-        writes.push_back(s);
+        if (t.dev != nullptr)
+          writes.push_back(
+              sub_op(Op::kWrite, t.dev, t.offset_bytes, rs.pieces[i].second, &rs_iov_[i]));
       }
-    if (!writes.empty()) {
-      rs.ops = std::move(writes);
-      rs.outstanding = static_cast<uint32_t>(rs.ops.size());
-      for (SubOp& s : rs.ops) s.op.device->submit(&s.op);
-      return;
+    if (!writes.empty()) return issue(std::move(writes));
+  }
+  if (!rs.failed && rs.phase == Resync::Phase::kWrite) {
+    // The copy may come from writes the source has not synced yet: sync the source devices
+    // of the region too before its bit may go, or a crash could leave the legs different
+    // with nothing marked.
+    rs.phase = Resync::Phase::kSyncSource;
+    std::vector<SubOp> syncs;
+    std::vector<Device*> seen;
+    for (size_t i = 0; i < rs.pieces.size(); ++i) {
+      Device* d = rs.targets_buf[i * width + rs.source].dev;
+      if (std::find(seen.begin(), seen.end(), d) != seen.end()) continue;
+      seen.push_back(d);
+      syncs.push_back(sub_op(Op::kFlush, d, 0, 0, nullptr));
     }
+    if (!syncs.empty()) return issue(std::move(syncs));
   }
   // Region done (or failed): unlock it and let waiting writes go.
   const uint64_t r = rs.current;
@@ -917,8 +986,8 @@ void VolumeIo::resync_region_done(bool ok) {
     // Every leg now holds the region: its bit may go, unless a leg is still away.
     bool all_present = true;
     for (uint32_t k = 0; k < leg_states_.size(); ++k)
-      all_present =
-          all_present && (leg_states_[k] == LegState::kInSync || (rs.targets & (1u << k)));
+      all_present = all_present && leg_states_[k] != LegState::kFaulty &&
+                    (leg_states_[k] == LegState::kInSync || (rs.targets & (1u << k)));
     if (in.device != nullptr && all_present && in.inflight[r] == 0 && in.bit(r)) {
       in.set_bit(r, false);
       in.durable[r] = 0;
@@ -932,6 +1001,125 @@ void VolumeIo::resync_region_done(bool ok) {
   } else {
     loop_.defer([this] { resync_next(); });
   }
+}
+
+// ---- scrub ---------------------------------------------------------------------------
+
+Status VolumeIo::start_scrub() {
+  if (!intent_) return make_error(Errc::kInvalidArgument, "only mirrored volumes can be scrubbed");
+  if (resync_->active || (scrub_ && scrub_->active))
+    return make_error(Errc::kInUse, "a scrub or resync is already running");
+  if (!scrub_) scrub_ = std::make_unique<Scrub>();
+  Scrub& sc = *scrub_;
+  sc.active = true;
+  sc.next = 0;
+  sc.failed = false;
+  sc.mismatched = 0;
+  sc.mismatches.clear();
+  ++in_flight_;
+  loop_.defer([this] { scrub_next(); });
+  return {};
+}
+
+ScrubProgress VolumeIo::scrub_progress() const {
+  ScrubProgress pr;
+  if (!scrub_) return pr;
+  pr.active = scrub_->active;
+  pr.regions_total = intent_->regions;
+  pr.regions_done = scrub_->next - (scrub_->active && scrub_->next > 0 ? 1 : 0);
+  if (!scrub_->active) pr.regions_done = scrub_->next;
+  pr.mismatched_regions = scrub_->mismatched;
+  pr.mismatches = scrub_->mismatches;
+  pr.region_bytes = intent_->region_bytes;
+  return pr;
+}
+
+void VolumeIo::scrub_next() {
+  Scrub& sc = *scrub_;
+  Intent& in = *intent_;
+  if (sc.failed || sc.next >= in.regions) {
+    sc.active = false;
+    log::info("volume_id={} scrub {}: {} of {} regions differ between legs", volume_id_,
+              sc.failed ? "stopped by a device error" : "done", sc.mismatched, sc.next);
+    --in_flight_;
+    intent_wake();
+    return;
+  }
+  const uint64_t r = sc.next++;
+  in.locked[r] = 1;
+  if (in.inflight[r] > 0) {
+    sc.waiting_region = r;  // intent_release() resumes
+    return;
+  }
+  scrub_read(r);
+}
+
+void VolumeIo::scrub_read(uint64_t r) {
+  Scrub& sc = *scrub_;
+  const Map& map = *map_;
+  const uint64_t region = intent_->region_bytes;
+  sc.current = r;
+  sc.legs.clear();
+  for (uint32_t k = 0; k < leg_states_.size(); ++k)
+    if (leg_states_[k] == LegState::kInSync) sc.legs.push_back(k);
+  while (sc.bufs.size() < sc.legs.size()) {
+    void* b = nullptr;
+    RSIO_ASSERT(::posix_memalign(&b, 4096, region) == 0);
+    sc.bufs.push_back(b);
+  }
+  const uint64_t start = r * region, end = std::min(start + region, map.size_bytes);
+  sc.targets.clear();
+  sc.pieces.clear();
+  for (uint64_t off = start; off < end;) {
+    const uint64_t len = map.chunk(off, end - off, sc.targets);
+    sc.pieces.push_back({off - start, len});
+    off += len;
+  }
+  sc.ops.assign(sc.pieces.size() * sc.legs.size(), SubOp{});
+  sc.iovs.resize(sc.ops.size());
+  size_t n = 0;
+  for (size_t li = 0; li < sc.legs.size(); ++li)
+    for (size_t i = 0; i < sc.pieces.size(); ++i, ++n) {
+      const Target& t = sc.targets[i * map.width + sc.legs[li]];
+      sc.iovs[n] = {static_cast<char*>(sc.bufs[li]) + sc.pieces[i].first,
+                    static_cast<size_t>(sc.pieces[i].second)};
+      SubOp& s = sc.ops[n];
+      s.op.op = Op::kRead;
+      s.op.offset_bytes = t.offset_bytes;
+      s.op.length_bytes = sc.pieces[i].second;
+      s.op.iov = &sc.iovs[n];
+      s.op.iov_count = 1;
+      s.op.ctx = this;
+      s.op.device = t.dev;
+      s.op.done = [](DevOp* op, int res) {
+        static_cast<VolumeIo*>(op->ctx)->scrub_read_done(res >= 0 && op->device != nullptr);
+      };
+    }
+  sc.outstanding = static_cast<uint32_t>(sc.ops.size());
+  if (sc.ops.empty()) return scrub_read_done(true);
+  for (SubOp& s : sc.ops) s.op.device->submit(&s.op);
+}
+
+void VolumeIo::scrub_read_done(bool ok) {
+  Scrub& sc = *scrub_;
+  if (!ok) sc.failed = true;
+  if (sc.outstanding > 0 && --sc.outstanding > 0) return;
+  const uint64_t r = sc.current;
+  const uint64_t len =
+      std::min(intent_->region_bytes, map_->size_bytes - r * intent_->region_bytes);
+  if (!sc.failed) {
+    for (size_t li = 1; li < sc.legs.size(); ++li)
+      if (std::memcmp(sc.bufs[0], sc.bufs[li], len) != 0) {
+        ++sc.mismatched;
+        if (sc.mismatches.size() < 64) sc.mismatches.push_back(r * intent_->region_bytes);
+        log::warn("volume_id={} scrub: legs {} and {} differ in region {} (offset_bytes={})",
+                  volume_id_, sc.legs[0], sc.legs[li], r, r * intent_->region_bytes);
+        break;
+      }
+  }
+  intent_->locked[r] = 0;
+  intent_wake();
+  loop_.defer([this] { scrub_next(); });
 }
 
 }  // namespace rsio::volmgr::io

@@ -36,6 +36,7 @@ struct DevOp {
   // Internal to the device.
   void* device_state = nullptr;
   uint64_t done_bytes = 0;  // progress of a transfer the kernel completed in parts
+  uint32_t retries = 0;     // transient errors (EAGAIN, EINTR) retried so far
 };
 
 class Device {

@@ -47,7 +47,6 @@ struct IoRequest {
   void* user = nullptr;
 };
 
-
 struct VolumeIoStats {
   uint64_t requests = 0, errors = 0, retried_reads = 0, split_ops = 0;
   uint64_t resyncs = 0, resync_regions = 0;  // completed resyncs, regions they copied
@@ -71,6 +70,15 @@ struct WriteIntentOptions {
   Device* device = nullptr;            // holds the bits from byte 0; null: no bitmap
   uint64_t region_bytes = 2ULL << 20;  // power of two
   std::vector<uint8_t> initial_bits;   // the bitmap as read at open (empty: all clear)
+};
+
+struct ScrubProgress {
+  bool active = false;
+  uint64_t regions_total = 0;
+  uint64_t regions_done = 0;
+  uint64_t mismatched_regions = 0;
+  std::vector<uint64_t> mismatches;  // offsets of the first differing regions (at most 64)
+  uint64_t region_bytes = 0;
 };
 
 struct ResyncProgress {
@@ -121,6 +129,11 @@ class VolumeIo {
   // leg of a mirrored volume), kInUse (a resync is running).
   Status restore_leg(uint32_t leg);
   ResyncProgress resync_progress() const;
+  // Compares the in-sync legs of a mirrored volume region by region (each region locked
+  // while it is read) and counts regions whose legs differ; it repairs nothing. Errors:
+  // kInvalidArgument (not mirrored), kInUse (a scrub or resync is running).
+  Status start_scrub();
+  ScrubProgress scrub_progress() const;
   // Regions whose bit is set in the write-intent bitmap.
   uint64_t marked_regions() const;
   const std::vector<LegState>& leg_states() const { return leg_states_; }
@@ -155,6 +168,10 @@ class VolumeIo {
   void resync_next();
   void resync_copy(uint64_t region);
   void resync_region_done(bool ok);
+  struct Scrub;
+  void scrub_next();
+  void scrub_read(uint64_t region);
+  void scrub_read_done(bool ok);
   bool region_needs_source_leg(uint64_t offset, uint64_t length) const;
 
   Loop& loop_;
@@ -173,6 +190,7 @@ class VolumeIo {
   std::unique_ptr<Intent> intent_;
   std::vector<iovec> rs_iov_;  // resync: pieces of the region buffer
   std::unique_ptr<Resync> resync_;
+  std::unique_ptr<Scrub> scrub_;
   size_t in_flight_ = 0;
   VolumeIoStats stats_;
 };
