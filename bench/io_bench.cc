@@ -193,6 +193,13 @@ double run_fio(const Options& opt, const std::string& file, const Workload& w, c
   return job[w.op == Op::kWrite ? "write" : "read"]["iops"].get<double>();
 }
 
+// psync is synchronous: one request at a time, whatever the workload's queue depth.
+std::string fio_name(const char* engine, const Workload& w) {
+  std::string name = w.name;
+  if (std::string(engine) == "psync") name = name.substr(0, name.rfind(" qd")) + " qd1";
+  return fmt::format("fio {} {}", engine, name);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -276,11 +283,11 @@ int main(int argc, char** argv) {
       if (have_fio) {
         for (const char* engine : {"psync", "io_uring"})
           for (const Workload* w : {&kRandRead, &kRandWrite, &kSeqRead}) {
-            if (!wanted(fmt::format("fio {} {}", engine, w->name))) continue;
+            const std::string name = fio_name(engine, *w);
+            if (!wanted(name)) continue;
             const double iops = run_fio(opt, a, *w, engine);
-            if (iops < 0)
-              throw std::runtime_error(fmt::format("fio {} {} failed", engine, w->name));
-            results[fmt::format("fio {} {}", engine, w->name)].push_back(iops);
+            if (iops < 0) throw std::runtime_error(fmt::format("{} failed", name));
+            results[name].push_back(iops);
           }
       }
     }
@@ -306,14 +313,16 @@ int main(int argc, char** argv) {
     std::vector<Ratio> ratios;
     const std::string rr = kRandRead.name, rw = kRandWrite.name;
     if (have_fio) {
-      const double best = std::max(med["fio psync " + rr], med["fio io_uring " + rr]);
+      const double best =
+          std::max(med[fio_name("psync", kRandRead)], med[fio_name("io_uring", kRandRead)]);
       ratios.push_back(
           {"engine randread / best fio randread", med["engine linear " + rr] / best, 0.8, true});
-      const double best_w = std::max(med["fio psync " + rw], med["fio io_uring " + rw]);
+      const double best_w =
+          std::max(med[fio_name("psync", kRandWrite)], med[fio_name("io_uring", kRandWrite)]);
       ratios.push_back(
           {"engine randwrite / best fio randwrite", med["engine linear " + rw] / best_w, 0, true});
       const double best_s =
-          std::max(med["fio psync seqread 1m qd8"], med["fio io_uring seqread 1m qd8"]);
+          std::max(med[fio_name("psync", kSeqRead)], med[fio_name("io_uring", kSeqRead)]);
       ratios.push_back({"engine seqread 1m / best fio seqread 1m",
                         med["engine linear seqread 1m qd8"] / best_s, 0, true});
     }
