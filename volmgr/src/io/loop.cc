@@ -60,6 +60,7 @@ void Loop::post(std::function<void()> fn) {
     std::lock_guard lock(posted_mu_);
     posted_.push_back(std::move(fn));
   }
+  has_posted_.store(true, std::memory_order_release);
   const uint64_t one = 1;
   ssize_t n = ::write(event_fd_, &one, sizeof(one));
   (void)n;  // EAGAIN means the counter is already non-zero: the loop will wake anyway
@@ -105,6 +106,8 @@ void Loop::arm_wakeup() {
 }
 
 void Loop::drain_posted() {
+  if (!has_posted_.load(std::memory_order_acquire)) return;
+  has_posted_.store(false, std::memory_order_relaxed);
   std::vector<std::function<void()>> work;
   {
     std::lock_guard lock(posted_mu_);

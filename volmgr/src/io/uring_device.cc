@@ -138,9 +138,15 @@ class UringDevice final : public Device {
         auto [iov, count] = remaining_iov(op);
         const int fd = direct_fd_ >= 0 && aligned(op, iov, count) ? direct_fd_ : fd_;
         const off_t off = static_cast<off_t>(op->offset_bytes + op->done_bytes);
-        if (op->op == Op::kRead)
+        // A single buffer needs no iovec import in the kernel.
+        if (op->op == Op::kRead && count == 1)
+          io_uring_prep_read(sqe, fd, iov[0].iov_base, static_cast<unsigned>(iov[0].iov_len), off);
+        else if (op->op == Op::kRead)
           io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(count), off);
-        else
+        else if (count == 1) {
+          io_uring_prep_write(sqe, fd, iov[0].iov_base, static_cast<unsigned>(iov[0].iov_len), off);
+          sqe->rw_flags = op->fua ? RWF_DSYNC : 0;
+        } else
           io_uring_prep_writev2(sqe, fd, iov, static_cast<unsigned>(count), off,
                                 op->fua ? RWF_DSYNC : 0);
         break;

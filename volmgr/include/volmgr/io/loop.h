@@ -9,6 +9,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -76,6 +77,7 @@ class Loop {
   bool stopping_ = false;
   std::deque<std::function<void()>> deferred_;
   std::vector<std::pair<Completion*, int>> reaped_;
+  std::atomic<bool> has_posted_{false};  // a cheap check before taking posted_mu_
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;  // GUARDED_BY(posted_mu_)
 };
