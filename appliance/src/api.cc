@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/log.h"
 #include "common/names.h"
 #include "common/units.h"
 
@@ -305,6 +306,38 @@ ApiResponse Api::handle(const ApiRequest& req) {
     return j;
   };
   // Node keys are secrets: shown only when asked for (rsadmin -qv), as the seed does.
+  // What the I/O engine reports about a volume: open or not, resync and scrub progress.
+  auto io_json = [&](int64_t volume_id) {
+    if (engine_ == nullptr) return json{{"open", false}, {"reason", engine_reason_}};
+    const VolumeIoStatus s = engine_->status(volume_id);
+    if (!s.open) return json{{"open", false}, {"reason", s.reason}};
+    json legs = json::array();
+    for (auto l : s.legs) legs.push_back(volmgr::leg_state_name(l));
+    const double pct = s.resync.regions_total == 0
+                           ? 100.0
+                           : 100.0 * static_cast<double>(s.resync.regions_done) /
+                                 static_cast<double>(s.resync.regions_total);
+    json mism = json::array();
+    for (uint64_t off : s.scrub.mismatches) mism.push_back(off);
+    return json{{"open", true},
+                {"legs", legs},
+                {"marked_regions", s.marked_regions},
+                {"resync",
+                 {{"active", s.resync.active},
+                  {"regions_total", s.resync.regions_total},
+                  {"regions_done", s.resync.regions_done},
+                  {"percent", pct},
+                  {"bytes_done", s.resync.bytes_done},
+                  {"rate_bytes_per_s", s.resync.rate_bytes_per_s},
+                  {"eta_s", s.resync.eta_s}}},
+                {"scrub",
+                 {{"active", s.scrub.active},
+                  {"regions_total", s.scrub.regions_total},
+                  {"regions_done", s.scrub.regions_done},
+                  {"mismatched_regions", s.scrub.mismatched_regions},
+                  {"mismatch_offsets_bytes", mism},
+                  {"region_bytes", s.scrub.region_bytes}}}};
+  };
   auto client_json = [&](const Client& c, bool with_key) {
     json j = {{"id", c.id}, {"name", c.name}, {"mode", c.mode}, {"created_ms", c.created_ms}};
     if (with_key) j["node_key"] = c.node_key;
@@ -430,7 +463,12 @@ ApiResponse Api::handle(const ApiRequest& req) {
       auto detail = query_flag(route, "detail");
       if (!detail) return fail(detail.error());
       json list = json::array();
-      for (const VolumeInfo* v : volumes_.volumes()) list.push_back(volume_json(*v, *detail));
+      for (const VolumeInfo* v : volumes_.volumes()) {
+        list.push_back(volume_json(*v, *detail));
+        // Resync and scrub progress of mirrors (smgr -qv); asking the engine costs a round
+        // trip, so only for mirrored volumes and only in the detailed listing.
+        if (*detail && v->spec.layout == Layout::kMirrored) list.back()["io"] = io_json(v->id);
+      }
       return ok(200, json{{"volumes", list}});
     }
     if (p.size() == 1 && m == "POST") {
@@ -484,6 +522,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
       r.block_size_bytes = bs->value_or(512);
       auto created = volumes_.create_volume(r);
       if (!created) return fail(created.error());
+      if (engine_ != nullptr) {
+        if (Status st = engine_->open(*created); !st)
+          log::error("volume={} created but not opened for I/O: {}", created->name,
+                     st.error().message);
+      }
       json j = volume_json(*created, true);
       j["requested_size_bytes"] = r.size_bytes;
       return ok(201, j);
@@ -491,7 +534,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
     if (p.size() == 2) {
       auto v = find_volume(p[1]);
       if (!v) return fail(v.error());
-      if (m == "GET") return ok(200, volume_json(**v, true));
+      if (m == "GET") {
+        json j = volume_json(**v, true);
+        j["io"] = io_json((*v)->id);
+        return ok(200, j);
+      }
       if (m == "PATCH") {
         auto body = parse_body(req.body, {"size_bytes", "name", "force"});
         if (!body) return fail(body.error());
@@ -517,6 +564,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
         if (size->has_value()) {
           auto r = volumes_.resize_volume(current, **size, *force);
           if (!r) return fail(r.error());
+          if (engine_ != nullptr) {
+            if (Status st = engine_->resized(*r); !st)
+              log::error("volume={} resized but the I/O engine kept the old size: {}", r->name,
+                         st.error().message);
+          }
         }
         if (!name->empty()) {
           auto r = volumes_.rename_volume(current, *name);
@@ -529,6 +581,9 @@ ApiResponse Api::handle(const ApiRequest& req) {
         auto force = query_flag(route, "force");
         if (!force) return fail(force.error());
         const int64_t id = (*v)->id;
+        if (engine_ != nullptr) {
+          if (Status st = engine_->close(id); !st) return fail(st.error());
+        }
         Status st = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
           return catalog_.check_and_drop_grants(db, vol.id, vol.name, *force);
         });
@@ -537,6 +592,31 @@ ApiResponse Api::handle(const ApiRequest& req) {
         return ok(200, json{{"deleted", p[1]}});
       }
       return method_not_allowed();
+    }
+    // POST /1.0/volumes/NAME/scrub, POST /1.0/volumes/NAME/legs/N/restore
+    if ((p.size() == 3 && p[2] == "scrub") ||
+        (p.size() == 5 && p[2] == "legs" && p[4] == "restore")) {
+      if (m != "POST") return method_not_allowed();
+      auto v = find_volume(p[1]);
+      if (!v) return fail(v.error());
+      if (engine_ == nullptr) return fail(make_error(Errc::kUnavailable, engine_reason_));
+      if ((*v)->spec.layout != Layout::kMirrored)
+        return fail(bad_request(fmt::format("volume {} is not mirrored", p[1])));
+      Status st;
+      if (p.size() == 3) {
+        st = engine_->start_scrub((*v)->id);
+      } else {
+        char* end = nullptr;
+        const unsigned long leg = std::strtoul(p[3].c_str(), &end, 10);
+        if (p[3].empty() || *end != '\0' || leg >= (*v)->spec.mirrors)
+          return fail(
+              bad_request(fmt::format("volume {} has legs 0 to {}", p[1], (*v)->spec.mirrors - 1)));
+        st = engine_->restore_leg((*v)->id, static_cast<uint32_t>(leg));
+      }
+      if (!st) return fail(st.error());
+      json j = volume_json(*volumes_.find_volume((*v)->id), true);
+      j["io"] = io_json((*v)->id);
+      return ok(202, j);
     }
     return p.size() == 1 ? method_not_allowed() : not_found();
   }

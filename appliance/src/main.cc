@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "appliance/api.h"
 #include "appliance/api_server.h"
 #include "appliance/catalog.h"
+#include "appliance/engine_service.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -213,6 +215,19 @@ int run(const Options& opt) {
     }
   }
   api = std::make_unique<appliance::Api>(*volumes, *catalog, info);
+  // The I/O engine opens every volume on its devices. Without io_uring rsiod still serves
+  // the management API, and says why volumes are not open.
+  std::unique_ptr<appliance::EngineService> engine;
+  {
+    auto started = appliance::EngineService::start(*volumes, meta_io.get_executor(), state_dir);
+    if (started) {
+      engine = std::move(*started);
+      api->set_engine(engine.get(), "");
+    } else {
+      log::error("I/O engine not started: {}", started.error().message);
+      api->set_engine(nullptr, "the I/O engine is not running: " + started.error().message);
+    }
+  }
 
   asio::io_context io(1);
   auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);
@@ -240,6 +255,9 @@ int run(const Options& opt) {
 
   io.run();  // returns once the server stopped and its connections are gone
 
+  // The engine stops its background work and closes the volumes; state changes it still
+  // reports are persisted by the metadata thread before that stops.
+  engine.reset();
   meta_guard.reset();
   meta_thread.join();
   api.reset();

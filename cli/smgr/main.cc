@@ -36,6 +36,8 @@ struct Args {
   bool make_default = false;
   std::string delete_pool;
   std::string set_default;
+  std::string scrub;
+  std::vector<std::string> restore_leg;
   bool list_pools = false;
   std::string add_device;
   std::string remove_device;
@@ -85,6 +87,28 @@ Status list_volumes(ApiClient& api, const Args& a) {
         if (leg["state"] != "in-sync")
           fmt::print("     leg {} is {}{}\n", leg["leg"].get<int>(), str(leg, "state"),
                      str(leg, "detail").empty() ? "" : ": " + str(leg, "detail"));
+    if (v.contains("io") && v["io"].value("open", false)) {
+      const auto& io = v["io"];
+      const auto& rs = io["resync"];
+      if (rs["active"].get<bool>())
+        fmt::print("     resync: {:.1f}% ({} of {} regions), {}/s, about {:.0f} s left\n",
+                   rs["percent"].get<double>(), u64(rs, "regions_done"), u64(rs, "regions_total"),
+                   format_size(static_cast<uint64_t>(rs["rate_bytes_per_s"].get<double>())),
+                   rs["eta_s"].get<double>());
+      const auto& sc = io["scrub"];
+      if (sc["active"].get<bool>())
+        fmt::print("     scrub: {} of {} regions compared, {} differ so far\n",
+                   u64(sc, "regions_done"), u64(sc, "regions_total"),
+                   u64(sc, "mismatched_regions"));
+      else if (u64(sc, "regions_done") > 0)
+        fmt::print("     last scrub: {} of {} regions compared, {} differ\n",
+                   u64(sc, "regions_done"), u64(sc, "regions_total"),
+                   u64(sc, "mismatched_regions"));
+      if (u64(io, "marked_regions") > 0)
+        fmt::print("     write-intent bitmap: {} region(s) marked\n", u64(io, "marked_regions"));
+    } else if (v.contains("io") && layout == "mirrored") {
+      fmt::print("     not open for I/O: {}\n", str(v["io"], "reason"));
+    }
     size_t i = 0;
     for (const auto& s : v["segments"]) {
       const uint64_t first = u64(s, "start_extent");
@@ -152,7 +176,8 @@ Status run(ApiClient& api, const Args& a) {
       int{!a.create.empty()} + int{a.query} + int{!a.resize.empty()} + int{!a.remove.empty()} +
       int{!a.rename.empty()} + int{!a.create_pool.empty()} + int{!a.delete_pool.empty()} +
       int{a.list_pools} + int{!a.add_device.empty()} + int{!a.remove_device.empty()} +
-      int{a.list_devices} + int{!a.set_default.empty()};
+      int{a.list_devices} + int{!a.set_default.empty()} + int{!a.scrub.empty()} +
+      int{!a.restore_leg.empty()};
   if (actions == 0)
     throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
   if (actions > 1) throw UsageError("give one action at a time");
@@ -238,6 +263,21 @@ Status run(ApiClient& api, const Args& a) {
       fmt::print("pool {} created (extent size {}{})\n", str(p, "name"),
                  format_size(u64(p, "extent_size_bytes")),
                  p["default"].get<bool>() ? ", default" : "");
+    return {};
+  }
+  if (!a.scrub.empty() || !a.restore_leg.empty()) {
+    const std::string target = !a.scrub.empty()
+                                   ? "/1.0/volumes/" + url_encode(a.scrub) + "/scrub"
+                                   : "/1.0/volumes/" + url_encode(a.restore_leg[0]) + "/legs/" +
+                                         url_encode(a.restore_leg[1]) + "/restore";
+    RSIO_TRY(json v, api.call("POST", target, json::object()));
+    if (a.json_out)
+      print_json(v);
+    else if (!a.scrub.empty())
+      fmt::print("scrub of {} started; `smgr -qv` shows its progress and what it finds\n", a.scrub);
+    else
+      fmt::print("leg {} of {} is resyncing; `smgr -qv` shows its progress\n", a.restore_leg[1],
+                 a.restore_leg[0]);
     return {};
   }
   if (!a.set_default.empty()) {
@@ -326,6 +366,12 @@ int main(int argc, char** argv) {
   app.add_option("--set-default-pool", a.set_default,
                  "Make a pool the default for -c and -a without -p")
       ->type_name("NAME");
+  app.add_option("--scrub", a.scrub, "Compare the legs of a mirrored volume (in the background)")
+      ->type_name("NAME");
+  app.add_option("--restore-leg", a.restore_leg,
+                 "Bring a faulty mirror leg back: it is resynced in the background")
+      ->expected(2)
+      ->type_name("NAME LEG");
   app.add_option("--delete-pool", a.delete_pool, "Delete an empty pool")->type_name("NAME");
   app.add_flag("-P,--pools", a.list_pools, "List pools");
   app.add_option("-a,--add-device", a.add_device, "Add a block device or file to a pool")

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -357,6 +358,46 @@ TEST_F(ControlPlane, BlockDevicesInUseOrHoldingDataAreRefused) {
   EXPECT_NE(r.err.find("contains an ext2/3/4 file system"), std::string::npos) << r.err;
   EXPECT_EQ(snapshot(), before);
   ok("smgr -a " + with_fs.path() + " --force");
+}
+
+// rsiod opens every volume in its I/O engine: a mirror can be scrubbed from smgr and the
+// progress shows in smgr -qv.
+TEST_F(ControlPlane, MirrorScrubRunsInTheEngine) {
+  start();
+  ok("smgr --create-pool m --extent-size 1m");
+  ok("smgr -a " + dir_ + "/m1.img -p m -S 64m");
+  ok("smgr -a " + dir_ + "/m2.img -p m -S 64m");
+  ok("smgr -c mv -p m -S 16m --mirrors 2");
+  ok("smgr -c lin -S 8m");
+  auto v = json::parse(cli("smgr -qv --json").out);
+  ASSERT_TRUE(v["volumes"][0]["io"]["open"].get<bool>()) << v.dump();
+  ok("smgr --scrub mv");
+  // Wait (bounded) until the scrub has gone through every region.
+  json scrub;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  do {
+    auto r = json::parse(cli("smgr -qv --json").out);
+    scrub = r["volumes"][0]["io"]["scrub"];
+    if (!scrub["active"].get<bool>()) break;
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_FALSE(scrub["active"].get<bool>());
+  EXPECT_EQ(scrub["regions_done"], scrub["regions_total"]);
+  EXPECT_EQ(scrub["regions_total"], 8);  // 16 MiB in 2 MiB regions
+  EXPECT_EQ(scrub["mismatched_regions"], 0);
+  EXPECT_NE(cli("smgr -qv").out.find("last scrub: 8 of 8 regions compared, 0 differ"),
+            std::string::npos);
+  auto r = cli("smgr --restore-leg mv 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a faulty leg"), std::string::npos) << r.err;
+  r = cli("smgr --restore-leg mv 7");
+  EXPECT_NE(r.err.find("has legs 0 to 1"), std::string::npos) << r.err;
+  r = cli("smgr --scrub lin");
+  EXPECT_NE(r.err.find("not mirrored"), std::string::npos) << r.err;
+  // A restart opens the volumes again.
+  ASSERT_EQ(daemon_->stop(), 0);
+  start({});
+  v = json::parse(cli("smgr -qv --json").out);
+  EXPECT_TRUE(v["volumes"][0]["io"]["open"].get<bool>());
 }
 
 TEST_F(ControlPlane, NonRootCallerIsRefused) {

@@ -694,11 +694,13 @@ TEST(IoEngineMirror, ScrubFindsExactlyTheRegionsWhereLegsDiffer) {
       if (vol_off < start || vol_off >= start + s.extent_count * rig.tv->extent_bytes) continue;
       const Area& a = s.areas[1];
       DevOp op;
-      uint8_t junk = 0x42;
+      uint8_t junk = 0;
       iovec iov{&junk, 1};
       op.op = Op::kWrite;
       op.offset_bytes = rig.tv->pvs[a.pv_id - 1].data_offset_bytes +
                         a.pv_start_extent * rig.tv->extent_bytes + (vol_off - start);
+      // Flip every bit of the byte there, so the damage always shows.
+      junk = static_cast<uint8_t>(~rig.tv->devices[a.pv_id - 1]->contents()[op.offset_bytes]);
       op.length_bytes = 1;
       op.iov = &iov;
       op.iov_count = 1;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "appliance/catalog.h"
+#include "appliance/engine_service.h"
 #include "volmgr/volume_manager.h"
 
 namespace rsio::appliance {
@@ -46,10 +47,19 @@ class Api {
   // The JSON body and HTTP status for an error (also used by the HTTP layer).
   static ApiResponse error_response(const Error& e);
 
+  // The I/O engine, or null with the reason it is not running. Volumes created, resized or
+  // deleted through the API are opened, updated or closed in it.
+  void set_engine(EngineService* engine, std::string unavailable_reason) {
+    engine_ = engine;
+    engine_reason_ = std::move(unavailable_reason);
+  }
+
  private:
   volmgr::VolumeManager& volumes_;
   Catalog& catalog_;
   ApiInfo info_;
+  EngineService* engine_ = nullptr;
+  std::string engine_reason_ = "the I/O engine is not running";
 };
 
 }  // namespace rsio::appliance

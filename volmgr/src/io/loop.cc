@@ -105,8 +105,8 @@ void Loop::arm_wakeup() {
   wakeup_armed_ = true;
 }
 
-void Loop::drain_posted() {
-  if (!has_posted_.load(std::memory_order_acquire)) return;
+size_t Loop::drain_posted() {
+  if (!has_posted_.load(std::memory_order_acquire)) return 0;
   has_posted_.store(false, std::memory_order_relaxed);
   std::vector<std::function<void()>> work;
   {
@@ -114,11 +114,12 @@ void Loop::drain_posted() {
     work.swap(posted_);
   }
   for (auto& fn : work) fn();
+  return work.size();
 }
 
 size_t Loop::run_once(bool block) {
-  size_t handled = 0;
-  drain_posted();
+  // Posted work counts as handled: it may have changed what the caller waits for (stop()).
+  size_t handled = drain_posted();
   // Deferred work may defer more; run only what is there now so completions get a turn.
   for (size_t n = deferred_.size(); n > 0 && !deferred_.empty(); --n) {
     auto fn = std::move(deferred_.front());

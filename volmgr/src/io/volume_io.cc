@@ -839,7 +839,8 @@ void VolumeIo::resync_start(std::vector<uint64_t> regions, uint32_t target_mask)
 void VolumeIo::resync_next() {
   Resync& rs = *resync_;
   Intent& in = *intent_;
-  if (rs.failed || rs.next >= rs.regions.size()) {
+  if (rs.failed || cancel_background_ || rs.next >= rs.regions.size()) {
+    const bool cancelled = !rs.failed && rs.next < rs.regions.size();
     rs.active = false;
     for (uint64_t r : rs.regions) in.needs_source[r] = 0;
     if (rs.failed) {
@@ -853,7 +854,10 @@ void VolumeIo::resync_next() {
             options_.events->leg_faulty(volume_id_, k, "resync failed");
         }
     }
-    if (!rs.failed) {
+    if (cancelled) {
+      log::info("volume_id={} resync paused after {} of {} regions", volume_id_, rs.next,
+                rs.regions.size());
+    } else if (!rs.failed) {
       for (uint32_t k = 0; k < leg_states_.size(); ++k)
         if ((rs.targets & (1u << k)) && leg_states_[k] == LegState::kResyncing) {
           leg_states_[k] = LegState::kInSync;
@@ -1005,6 +1009,8 @@ void VolumeIo::resync_region_done(bool ok) {
 
 // ---- scrub ---------------------------------------------------------------------------
 
+void VolumeIo::cancel_background() { cancel_background_ = true; }
+
 Status VolumeIo::start_scrub() {
   if (!intent_) return make_error(Errc::kInvalidArgument, "only mirrored volumes can be scrubbed");
   if (resync_->active || (scrub_ && scrub_->active))
@@ -1037,7 +1043,7 @@ ScrubProgress VolumeIo::scrub_progress() const {
 void VolumeIo::scrub_next() {
   Scrub& sc = *scrub_;
   Intent& in = *intent_;
-  if (sc.failed || sc.next >= in.regions) {
+  if (sc.failed || cancel_background_ || sc.next >= in.regions) {
     sc.active = false;
     log::info("volume_id={} scrub {}: {} of {} regions differ between legs", volume_id_,
               sc.failed ? "stopped by a device error" : "done", sc.mismatched, sc.next);

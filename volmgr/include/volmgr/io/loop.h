@@ -64,7 +64,7 @@ class Loop {
  private:
   Loop() = default;
   void arm_wakeup();
-  void drain_posted();
+  size_t drain_posted();
 
   io_uring ring_{};
   bool ring_ready_ = false;

@@ -134,6 +134,9 @@ class VolumeIo {
   // kInvalidArgument (not mirrored), kInUse (a scrub or resync is running).
   Status start_scrub();
   ScrubProgress scrub_progress() const;
+  // Ends a running resync or scrub at the next region boundary (for shutdown). A cancelled
+  // resync leaves its targets resyncing and their regions marked, so it can resume later.
+  void cancel_background();
   // Regions whose bit is set in the write-intent bitmap.
   uint64_t marked_regions() const;
   const std::vector<LegState>& leg_states() const { return leg_states_; }
@@ -191,6 +194,7 @@ class VolumeIo {
   std::vector<iovec> rs_iov_;  // resync: pieces of the region buffer
   std::unique_ptr<Resync> resync_;
   std::unique_ptr<Scrub> scrub_;
+  bool cancel_background_ = false;
   size_t in_flight_ = 0;
   VolumeIoStats stats_;
 };

@@ -1,0 +1,61 @@
+// rsiod's I/O engine: one thread that opens every volume on its devices, runs resyncs and
+// scrubs, and (with the RSIO export service) serves volume I/O.
+//
+// Thread model: the engine thread runs an io::Loop and owns every Device and VolumeIo. The
+// metadata thread calls the public members; each hands its work to the engine thread with
+// Loop::post() and waits for the answer (bounded: the engine thread never blocks, so the
+// wait is short). State changes the engine decides on (a mirror leg becoming faulty or in
+// sync again) are posted to the metadata executor and persisted there.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "volmgr/io/volume_io.h"
+#include "volmgr/volume_manager.h"
+
+namespace rsio::appliance {
+
+struct VolumeIoStatus {
+  bool open = false;
+  std::string reason;  // why it is not open
+  std::vector<volmgr::LegState> legs;
+  volmgr::io::ResyncProgress resync;
+  volmgr::io::ScrubProgress scrub;
+  uint64_t marked_regions = 0;
+};
+
+class EngineService {
+ public:
+  // Starts the engine thread. `vm` must outlive the service and is only used on the
+  // metadata thread (`meta`). Mirror bitmaps live in STATE_DIR/bitmaps. Errors: kUnavailable
+  // when io_uring cannot be set up (rsiod then runs without a data path and says why).
+  static Result<std::unique_ptr<EngineService>> start(volmgr::VolumeManager& vm,
+                                                      boost::asio::any_io_executor meta,
+                                                      std::string state_dir);
+  ~EngineService();
+
+  // Opens (or re-opens after a change) a volume on its devices; resumes an interrupted
+  // resync. A volume whose devices are missing stays closed, with the reason in status().
+  Status open(const volmgr::VolumeInfo& v);
+  // Applies a resize to the open volume.
+  Status resized(const volmgr::VolumeInfo& v);
+  // Closes a volume. Errors: kInUse while it has work in flight (a resync or scrub).
+  Status close(int64_t volume_id);
+  Status start_scrub(int64_t volume_id);
+  Status restore_leg(int64_t volume_id, uint32_t leg);
+  VolumeIoStatus status(int64_t volume_id);
+
+  struct Impl;
+
+ private:
+  explicit EngineService(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rsio::appliance

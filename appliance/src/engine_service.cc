@@ -1,0 +1,355 @@
+// Thread model: see engine_service.h. Impl members marked "engine thread" are touched only
+// there; the rest is set before the thread starts and read-only afterwards.
+#include "appliance/engine_service.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "common/log.h"
+#include "common/units.h"
+
+namespace rsio::appliance {
+
+namespace io = volmgr::io;
+using volmgr::LegState;
+using volmgr::VolumeInfo;
+
+namespace {
+
+constexpr uint64_t kRegionBytes = 2ULL << 20;
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+
+// What the engine thread needs to open a volume, copied on the metadata thread.
+struct OpenSpec {
+  VolumeInfo info;
+  uint64_t extent_size_bytes = 0;
+  std::vector<volmgr::PvInfo> pvs;
+};
+
+}  // namespace
+
+struct EngineService::Impl : io::VolumeEvents {
+  volmgr::VolumeManager& vm;  // metadata thread only
+  boost::asio::any_io_executor meta;
+  std::string bitmap_dir;
+  std::unique_ptr<io::Loop> loop;
+  std::thread thread;
+
+  // Engine thread.
+  std::map<int64_t, std::unique_ptr<io::Device>> devices;  // by pv id
+  struct Vol {
+    std::unique_ptr<io::Device> bitmap;
+    std::unique_ptr<io::VolumeIo> io;
+    std::string reason;
+  };
+  std::map<int64_t, Vol> volumes;
+
+  Impl(volmgr::VolumeManager& v, boost::asio::any_io_executor m, std::string dir)
+      : vm(v), meta(std::move(m)), bitmap_dir(std::move(dir)) {}
+
+  // Runs `fn` on the engine thread and returns its result. Metadata thread.
+  template <class T>
+  Result<T> call(std::function<Result<T>()> fn) {
+    auto promise = std::make_shared<std::promise<Result<T>>>();
+    auto future = promise->get_future();
+    loop->post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+    if (future.wait_for(kCallTimeout) != std::future_status::ready)
+      return make_error(Errc::kUnavailable, "the I/O engine did not answer in time");
+    return future.get();
+  }
+
+  // VolumeEvents (engine thread): persist on the metadata thread.
+  void leg_faulty(int64_t volume_id, uint32_t leg, const std::string& reason) override {
+    boost::asio::post(meta, [this, volume_id, leg, reason] {
+      if (Status st = vm.set_leg_state(volume_id, leg, LegState::kFaulty, reason); !st)
+        log::error("cannot record faulty leg: volume_id={} leg={}: {}", volume_id, leg,
+                   st.error().message);
+    });
+  }
+  void leg_in_sync(int64_t volume_id, uint32_t leg) override {
+    boost::asio::post(meta, [this, volume_id, leg] {
+      if (Status st = vm.set_leg_state(volume_id, leg, LegState::kInSync, ""); !st)
+        log::error("cannot record in-sync leg: volume_id={} leg={}: {}", volume_id, leg,
+                   st.error().message);
+    });
+  }
+
+  io::Device* device(const volmgr::PvInfo& pv) {
+    auto it = devices.find(pv.id);
+    if (it != devices.end()) return it->second.get();
+    if (pv.state != volmgr::PvState::kOk) return nullptr;
+    auto dev = io::open_uring_device(*loop, pv.path, io::UringDeviceOptions{});
+    if (!dev) {
+      log::error("pv={} path={}: cannot open for I/O: {}", pv.uuid.str(), pv.path,
+                 dev.error().message);
+      return nullptr;
+    }
+    return devices.emplace(pv.id, std::move(*dev)).first->second.get();
+  }
+
+  // The bitmap file of a mirrored volume, created on first use; returns its bits.
+  Result<std::vector<uint8_t>> prepare_bitmap(const VolumeInfo& v, const std::string& path,
+                                              uint64_t size_bytes) {
+    const uint64_t regions = div_round_up(std::max<uint64_t>(size_bytes, 1), kRegionBytes);
+    const uint64_t bytes =
+        std::max<uint64_t>(4096, div_round_up(div_round_up(regions, 8), 4096) * 4096);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return errno_error(fmt::format("bitmap of volume {}: open {}", v.name, path), errno);
+    struct stat st {};
+    std::vector<uint8_t> bits;
+    if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) < bytes &&
+        ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      int err = errno;
+      ::close(fd);
+      return errno_error(fmt::format("bitmap {}: size", path), err);
+    }
+    bits.resize(bytes);
+    const ssize_t n = ::pread(fd, bits.data(), bits.size(), 0);
+    ::close(fd);
+    if (n < 0) return errno_error(fmt::format("bitmap {}: read", path), errno);
+    return bits;
+  }
+
+  // Engine thread.
+  Status open_on_engine(const OpenSpec& spec) {
+    const VolumeInfo& v = spec.info;
+    if (auto it = volumes.find(v.id); it != volumes.end() && it->second.io) {
+      if (it->second.io->in_flight() > 0)
+        return make_error(Errc::kInUse, fmt::format("volume {} is busy", v.name));
+      volumes.erase(it);
+    }
+    Vol vol;
+    std::map<int64_t, const volmgr::PvInfo*> pv_by_id;
+    for (const auto& pv : spec.pvs) pv_by_id[pv.id] = &pv;
+    bool missing = false;
+    for (const auto& s : v.segments)
+      for (const auto& a : s.areas)
+        if (device(*pv_by_id.at(a.pv_id)) == nullptr) missing = true;
+    io::VolumeIoOptions opt;
+    opt.events = this;
+    std::vector<uint32_t> resume;
+    for (size_t k = 0; k < v.leg_states.size(); ++k) {
+      // An interrupted resync resumes: the leg opens as faulty and is restored below.
+      const bool resyncing = v.leg_states[k] == LegState::kResyncing;
+      if (resyncing) resume.push_back(static_cast<uint32_t>(k));
+      opt.leg_states.push_back(resyncing ? LegState::kFaulty : v.leg_states[k]);
+    }
+    if (missing && v.spec.layout != volmgr::Layout::kMirrored) {
+      vol.reason = "a device of this volume is missing or cannot be opened";
+      volumes[v.id] = std::move(vol);
+      return {};
+    }
+    if (v.spec.layout == volmgr::Layout::kMirrored) {
+      const std::string path = bitmap_dir + "/" + v.uuid.str() + ".wib";
+      RSIO_TRY(auto bits, prepare_bitmap(v, path, v.size_bytes));
+      auto dev = io::open_uring_device(*loop, path, io::UringDeviceOptions{});
+      if (!dev) return dev.error();
+      vol.bitmap = std::move(*dev);
+      opt.bitmap.device = vol.bitmap.get();
+      opt.bitmap.region_bytes = kRegionBytes;
+      opt.bitmap.initial_bits = std::move(bits);
+    }
+    auto lookup = [&](int64_t id) -> io::Device* {
+      auto it = pv_by_id.find(id);
+      return it == pv_by_id.end() ? nullptr : device(*it->second);
+    };
+    auto opened = io::VolumeIo::open(*loop, v, spec.extent_size_bytes, spec.pvs, lookup, opt);
+    if (!opened) return opened.error();
+    vol.io = std::move(*opened);
+    for (uint32_t leg : resume) {
+      if (vol.io->resync_progress().active) break;  // one at a time; the rest later
+      if (Status st = vol.io->restore_leg(leg); !st)
+        log::warn("volume={} leg {}: cannot resume its resync: {}", v.name, leg,
+                  st.error().message);
+    }
+    volumes[v.id] = std::move(vol);
+    return {};
+  }
+
+  OpenSpec spec_of(const VolumeInfo& v) {
+    OpenSpec s;
+    s.info = v;
+    s.extent_size_bytes = vm.find_pool(v.pool_id)->extent_size_bytes;
+    for (const auto& seg : v.segments)
+      for (const auto& a : seg.areas)
+        if (const auto* pv = vm.find_pv(a.pv_id)) {
+          bool have = false;
+          for (const auto& p : s.pvs) have = have || p.id == pv->id;
+          if (!have) s.pvs.push_back(*pv);
+        }
+    return s;
+  }
+};
+
+Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManager& vm,
+                                                            boost::asio::any_io_executor meta,
+                                                            std::string state_dir) {
+  auto impl = std::make_unique<Impl>(vm, std::move(meta), state_dir + "/bitmaps");
+  std::error_code ec;
+  std::filesystem::create_directories(impl->bitmap_dir, ec);
+  if (ec)
+    return make_error(Errc::kIo,
+                      fmt::format("cannot create {}: {}", impl->bitmap_dir, ec.message()));
+  // The ring belongs to the thread that creates it: create it on the engine thread.
+  std::promise<Status> ready;
+  auto ready_future = ready.get_future();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw, &ready] {
+    auto loop = io::Loop::create(1024);
+    if (!loop) {
+      ready.set_value(loop.error());
+      return;
+    }
+    raw->loop = std::move(*loop);
+    ready.set_value(Status{});
+    raw->loop->run();
+    // Shutdown: let background work stop at a region boundary, then close everything.
+    for (auto& [id, v] : raw->volumes)
+      if (v.io) v.io->cancel_background();
+    raw->loop->run_until([raw] {
+      for (auto& [id, v] : raw->volumes)
+        if (v.io && v.io->in_flight() > 0) return false;
+      return true;
+    });
+    raw->volumes.clear();
+    raw->devices.clear();
+  });
+  Status st = ready_future.get();
+  if (!st) {
+    impl->thread.join();
+    return st.error();
+  }
+  // Open every volume.
+  for (const VolumeInfo* v : vm.volumes()) {
+    OpenSpec spec = impl->spec_of(*v);
+    auto r = impl->call<bool>([raw, spec]() -> Result<bool> {
+      RSIO_TRY_STATUS(raw->open_on_engine(spec));
+      return true;
+    });
+    if (!r) log::error("volume={} not opened for I/O: {}", v->name, r.error().message);
+  }
+  log::info("I/O engine running: {} volume(s) open", vm.volumes().size());
+  return std::unique_ptr<EngineService>(new EngineService(std::move(impl)));
+}
+
+EngineService::EngineService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+EngineService::~EngineService() {
+  impl_->loop->stop();
+  impl_->thread.join();
+}
+
+Status EngineService::open(const VolumeInfo& v) {
+  OpenSpec spec = impl_->spec_of(v);
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
+    RSIO_TRY_STATUS(raw->open_on_engine(spec));
+    return true;
+  });
+  if (!r) return r.error();
+  return {};
+}
+
+Status EngineService::resized(const VolumeInfo& v) {
+  OpenSpec spec = impl_->spec_of(v);
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
+    auto it = raw->volumes.find(spec.info.id);
+    if (it == raw->volumes.end() || !it->second.io) {
+      RSIO_TRY_STATUS(raw->open_on_engine(spec));
+      return true;
+    }
+    std::map<int64_t, const volmgr::PvInfo*> by_id;
+    for (const auto& pv : spec.pvs) by_id[pv.id] = &pv;
+    RSIO_TRY_STATUS(it->second.io->update(spec.info, spec.pvs, [&](int64_t id) -> io::Device* {
+      auto p = by_id.find(id);
+      return p == by_id.end() ? nullptr : raw->device(*p->second);
+    }));
+    return true;
+  });
+  if (!r) return r.error();
+  return {};
+}
+
+Status EngineService::close(int64_t volume_id) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {
+    auto it = raw->volumes.find(volume_id);
+    if (it == raw->volumes.end()) return true;
+    if (it->second.io && it->second.io->in_flight() > 0)
+      return make_error(Errc::kInUse,
+                        "the volume has a resync or scrub running; wait for it to "
+                        "finish (smgr -qv shows progress)");
+    raw->volumes.erase(it);
+    return true;
+  });
+  if (!r) return r.error();
+  return {};
+}
+
+Status EngineService::start_scrub(int64_t volume_id) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {
+    auto it = raw->volumes.find(volume_id);
+    if (it == raw->volumes.end() || !it->second.io)
+      return make_error(Errc::kUnavailable, "the volume is not open for I/O");
+    RSIO_TRY_STATUS(it->second.io->start_scrub());
+    return true;
+  });
+  if (!r) return r.error();
+  return {};
+}
+
+Status EngineService::restore_leg(int64_t volume_id, uint32_t leg) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, volume_id, leg]() -> Result<bool> {
+    auto it = raw->volumes.find(volume_id);
+    if (it == raw->volumes.end() || !it->second.io)
+      return make_error(Errc::kUnavailable, "the volume is not open for I/O");
+    RSIO_TRY_STATUS(it->second.io->restore_leg(leg));
+    return true;
+  });
+  if (!r) return r.error();
+  // Persist at once: a restart resumes the resync.
+  return impl_->vm.set_leg_state(volume_id, leg, LegState::kResyncing, "restored by the admin");
+}
+
+VolumeIoStatus EngineService::status(int64_t volume_id) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<VolumeIoStatus>([raw, volume_id]() -> Result<VolumeIoStatus> {
+    VolumeIoStatus s;
+    auto it = raw->volumes.find(volume_id);
+    if (it == raw->volumes.end()) {
+      s.reason = "not opened";
+      return s;
+    }
+    if (!it->second.io) {
+      s.reason = it->second.reason;
+      return s;
+    }
+    s.open = true;
+    s.legs = it->second.io->leg_states();
+    s.resync = it->second.io->resync_progress();
+    s.scrub = it->second.io->scrub_progress();
+    s.marked_regions = it->second.io->marked_regions();
+    return s;
+  });
+  if (!r) {
+    VolumeIoStatus s;
+    s.reason = r.error().message;
+    return s;
+  }
+  return *r;
+}
+
+}  // namespace rsio::appliance
