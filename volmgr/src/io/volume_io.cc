@@ -146,18 +146,20 @@ struct VolumeIo::Intent {
   };
   std::deque<Block> blocks;  // deque: growing keeps blocks with writes in flight in place
 
-  // Sizes the per-region state for `bytes` of volume (grow only).
+  // Sizes the per-region state for `bytes` of volume. The count follows the size both ways;
+  // the arrays only grow, so state of regions past a shrink stays addressable until done.
   void resize(uint64_t bytes, VolumeIo* vol) {
-    const uint64_t n =
-        std::max<uint64_t>(div_round_up(std::max<uint64_t>(bytes, 1), region_bytes), regions);
+    const uint64_t n = div_round_up(std::max<uint64_t>(bytes, 1), region_bytes);
     regions = n;
     const uint64_t image_bytes = div_round_up(div_round_up(n, 8), kBlockBytes) * kBlockBytes;
     if (image.size() < image_bytes) image.resize(image_bytes, 0);
-    durable.resize(n, 0);
-    inflight.resize(n, 0);
-    last_done.resize(n, 0);
-    locked.resize(n, 0);
-    needs_source.resize(n, 0);
+    if (durable.size() < n) {
+      durable.resize(n, 0);
+      inflight.resize(n, 0);
+      last_done.resize(n, 0);
+      locked.resize(n, 0);
+      needs_source.resize(n, 0);
+    }
     while (blocks.size() < image.size() / kBlockBytes) {
       blocks.emplace_back();
       blocks.back().index = blocks.size() - 1;
@@ -462,15 +464,17 @@ void VolumeIo::submit(IoRequest* req) {
         return fail_soon(IoStatus::kUnavailable);
       ++ops;
     } else if (write_class) {
+      size_t legs = 0;
       for (uint32_t k = 0; k < p->width; ++k)
-        ops += leg_states_[k] != LegState::kFaulty &&
-               p->targets[p->chunks[i].first_target + k].dev != nullptr;
+        legs += leg_states_[k] != LegState::kFaulty &&
+                p->targets[p->chunks[i].first_target + k].dev != nullptr;
+      if (legs == 0) return fail_soon(IoStatus::kUnavailable);  // no leg can take this chunk
+      ops += legs;
     } else {
       ++ops;
     }
   }
-  if (ops == 0 || (mirrored && write_class && ops < p->chunks.size()))
-    return fail_soon(IoStatus::kUnavailable);
+  if (ops == 0) return fail_soon(IoStatus::kUnavailable);
   p->subs.resize(ops);
 
   size_t n = 0;
@@ -593,11 +597,20 @@ void VolumeIo::on_sub_done(DevOp* op, int res) {
     } else if (mirrored && op->op == Op::kRead) {
       // Try another in-sync leg; the failing one is faulty if another can serve.
       const uint32_t failed = sub->leg;
-      const int next = next_read_leg(sub->tried_mask);
+      uint32_t tried = sub->tried_mask;
+      int next = next_read_leg(tried);
+      // Legs without a device for this chunk cannot serve it either.
+      while (next >= 0 &&
+             p->targets[p->chunks[sub->chunk].first_target + static_cast<uint32_t>(next)].dev ==
+                 nullptr) {
+        tried |= 1u << next;
+        next = next_read_leg(tried);
+      }
       if (next >= 0) {
         mark_leg_faulty(failed, why);
         const Target& t =
             p->targets[p->chunks[sub->chunk].first_target + static_cast<uint32_t>(next)];
+        sub->tried_mask = tried;
         if (t.dev != nullptr) {
           sub->leg = static_cast<uint32_t>(next);
           sub->tried_mask |= 1u << next;
@@ -872,6 +885,11 @@ void VolumeIo::resync_next() {
     return;
   }
   const uint64_t r = rs.regions[rs.next++];
+  if (r >= in.regions) {  // past the end after a shrink: nothing to copy
+    in.needs_source[r] = 0;
+    loop_.defer([this] { resync_next(); });
+    return;
+  }
   in.locked[r] = 1;
   if (in.inflight[r] > 0) {
     rs.waiting_region = r;  // intent_release() resumes the copy
@@ -900,6 +918,17 @@ void VolumeIo::resync_copy(uint64_t r) {
   rs.ops.assign(rs.pieces.size(), SubOp{});
   rs.outstanding = static_cast<uint32_t>(rs.ops.size());
   for (size_t i = 0; i < rs.pieces.size(); ++i) {
+    if (rs.targets_buf[i * width + rs.source].dev == nullptr) {
+      // The source has no device here: the region cannot be copied.
+      log::error("volume_id={} resync: leg {} has no device for region {}", volume_id_, rs.source,
+                 r);
+      rs.failed = true;
+      rs.ops.clear();
+      rs.outstanding = 1;
+      return resync_region_done(false);
+    }
+  }
+  for (size_t i = 0; i < rs.pieces.size(); ++i) {
     const Target& t = rs.targets_buf[i * width + rs.source];
     SubOp& s = rs.ops[i];
     s.op.op = Op::kRead;
@@ -912,7 +941,10 @@ void VolumeIo::resync_copy(uint64_t r) {
       static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0);
     };
   }
-  if (rs.ops.empty()) return resync_region_done(true);
+  if (rs.ops.empty()) {
+    rs.outstanding = 1;
+    return resync_region_done(true);
+  }
   rs_iov_.resize(rs.ops.size());
   for (size_t i = 0; i < rs.ops.size(); ++i) {
     rs_iov_[i] = {static_cast<char*>(rs.buf) + rs.pieces[i].first,
@@ -1052,6 +1084,10 @@ void VolumeIo::scrub_next() {
     return;
   }
   const uint64_t r = sc.next++;
+  if (r >= in.regions) {
+    loop_.defer([this] { scrub_next(); });
+    return;
+  }
   in.locked[r] = 1;
   if (in.inflight[r] > 0) {
     sc.waiting_region = r;  // intent_release() resumes
@@ -1081,6 +1117,13 @@ void VolumeIo::scrub_read(uint64_t r) {
     sc.pieces.push_back({off - start, len});
     off += len;
   }
+  // Only legs with a device for every piece of the region can be compared.
+  std::erase_if(sc.legs, [&](uint32_t k) {
+    for (size_t i = 0; i < sc.pieces.size(); ++i)
+      if (sc.targets[i * map.width + k].dev == nullptr) return true;
+    return false;
+  });
+  if (sc.legs.size() < 2) sc.pieces.clear();  // nothing to compare
   sc.ops.assign(sc.pieces.size() * sc.legs.size(), SubOp{});
   sc.iovs.resize(sc.ops.size());
   size_t n = 0;
@@ -1102,7 +1145,10 @@ void VolumeIo::scrub_read(uint64_t r) {
       };
     }
   sc.outstanding = static_cast<uint32_t>(sc.ops.size());
-  if (sc.ops.empty()) return scrub_read_done(true);
+  if (sc.ops.empty()) {
+    sc.outstanding = 1;
+    return scrub_read_done(true);
+  }
   for (SubOp& s : sc.ops) s.op.device->submit(&s.op);
 }
 
