@@ -593,6 +593,44 @@ ApiResponse Api::handle(const ApiRequest& req) {
       }
       return method_not_allowed();
     }
+    // POST /1.0/volumes/NAME/legs (add), DELETE /1.0/volumes/NAME/legs/N (remove),
+    // POST /1.0/volumes/NAME/legs/N/replace
+    const bool add_leg = p.size() == 3 && p[2] == "legs";
+    const bool one_leg = p.size() == 4 && p[2] == "legs";
+    const bool replace_leg = p.size() == 5 && p[2] == "legs" && p[4] == "replace";
+    if (add_leg || one_leg || replace_leg) {
+      if ((add_leg || replace_leg) && m != "POST") return method_not_allowed();
+      if (one_leg && m != "DELETE") return method_not_allowed();
+      auto v = find_volume(p[1]);
+      if (!v) return fail(v.error());
+      const int64_t id = (*v)->id;
+      uint32_t leg = 0;
+      if (!add_leg) {
+        char* end = nullptr;
+        const unsigned long n = std::strtoul(p[3].c_str(), &end, 10);
+        if (p[3].empty() || *end != '\0' || n > 64)
+          return fail(bad_request("leg must be a number"));
+        leg = static_cast<uint32_t>(n);
+      }
+      auto force = query_flag(route, "force");
+      if (!force) return fail(force.error());
+      if (engine_ != nullptr && engine_->busy(id))
+        return fail(make_error(Errc::kInUse, fmt::format("volume {} has a resync or scrub running; "
+                                                         "wait for it (smgr -qv shows progress)",
+                                                         p[1])));
+      auto changed = add_leg       ? volumes_.add_leg(p[1])
+                     : replace_leg ? volumes_.replace_leg(p[1], leg)
+                                   : volumes_.remove_leg(p[1], leg, *force);
+      if (!changed) return fail(changed.error());
+      if (engine_ != nullptr) {
+        if (Status st = engine_->legs_changed(*changed, add_leg || replace_leg); !st)
+          log::error("volume={} legs changed but the I/O engine could not reopen it: {}",
+                     changed->name, st.error().message);
+      }
+      json j = volume_json(*changed, true);
+      j["io"] = io_json(id);
+      return ok(one_leg ? 200 : 202, j);
+    }
     // POST /1.0/volumes/NAME/scrub, POST /1.0/volumes/NAME/legs/N/restore
     if ((p.size() == 3 && p[2] == "scrub") ||
         (p.size() == 5 && p[2] == "legs" && p[4] == "restore")) {

@@ -33,6 +33,7 @@ struct OpenSpec {
   VolumeInfo info;
   uint64_t extent_size_bytes = 0;
   std::vector<volmgr::PvInfo> pvs;
+  bool mark_all_regions = false;  // a leg was added: copy everything to it
 };
 
 }  // namespace
@@ -137,13 +138,9 @@ struct EngineService::Impl : io::VolumeEvents {
         if (device(*pv_by_id.at(a.pv_id)) == nullptr) missing = true;
     io::VolumeIoOptions opt;
     opt.events = this;
-    std::vector<uint32_t> resume;
-    for (size_t k = 0; k < v.leg_states.size(); ++k) {
-      // An interrupted resync resumes: the leg opens as faulty and is restored below.
-      const bool resyncing = v.leg_states[k] == LegState::kResyncing;
-      if (resyncing) resume.push_back(static_cast<uint32_t>(k));
-      opt.leg_states.push_back(resyncing ? LegState::kFaulty : v.leg_states[k]);
-    }
+    // Resyncing legs (restored, or new) open as such: the engine copies the marked regions
+    // to them, resuming where a restart interrupted it.
+    opt.leg_states = v.leg_states;
     if (missing && v.spec.layout != volmgr::Layout::kMirrored) {
       vol.reason = "a device of this volume is missing or cannot be opened";
       volumes[v.id] = std::move(vol);
@@ -152,6 +149,19 @@ struct EngineService::Impl : io::VolumeEvents {
     if (v.spec.layout == volmgr::Layout::kMirrored) {
       const std::string path = bitmap_dir + "/" + v.uuid.str() + ".wib";
       RSIO_TRY(auto bits, prepare_bitmap(v, path, v.size_bytes));
+      if (spec.mark_all_regions) {
+        // A new leg holds nothing yet: every region must be copied to it. Marking them all
+        // durably first makes that copy resumable like any other resync.
+        const uint64_t regions = div_round_up(std::max<uint64_t>(v.size_bytes, 1), kRegionBytes);
+        for (uint64_t r = 0; r < regions; ++r) bits[r / 8] |= static_cast<uint8_t>(1u << (r % 8));
+        int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        const bool ok =
+            fd >= 0 &&
+            ::pwrite(fd, bits.data(), bits.size(), 0) == static_cast<ssize_t>(bits.size()) &&
+            ::fdatasync(fd) == 0;
+        if (fd >= 0) ::close(fd);
+        if (!ok) return errno_error(fmt::format("bitmap {}: mark all regions", path), errno);
+      }
       auto dev = io::open_uring_device(*loop, path, io::UringDeviceOptions{});
       if (!dev) return dev.error();
       vol.bitmap = std::move(*dev);
@@ -166,12 +176,6 @@ struct EngineService::Impl : io::VolumeEvents {
     auto opened = io::VolumeIo::open(*loop, v, spec.extent_size_bytes, spec.pvs, lookup, opt);
     if (!opened) return opened.error();
     vol.io = std::move(*opened);
-    for (uint32_t leg : resume) {
-      if (vol.io->resync_progress().active) break;  // one at a time; the rest later
-      if (Status st = vol.io->restore_leg(leg); !st)
-        log::warn("volume={} leg {}: cannot resume its resync: {}", v.name, leg,
-                  st.error().message);
-    }
     volumes[v.id] = std::move(vol);
     return {};
   }
@@ -260,6 +264,18 @@ Status EngineService::open(const VolumeInfo& v) {
   return {};
 }
 
+Status EngineService::legs_changed(const VolumeInfo& v, bool leg_added) {
+  OpenSpec spec = impl_->spec_of(v);
+  spec.mark_all_regions = leg_added;
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
+    RSIO_TRY_STATUS(raw->open_on_engine(spec));
+    return true;
+  });
+  if (!r) return r.error();
+  return {};
+}
+
 Status EngineService::resized(const VolumeInfo& v) {
   OpenSpec spec = impl_->spec_of(v);
   Impl* raw = impl_.get();
@@ -322,6 +338,15 @@ Status EngineService::restore_leg(int64_t volume_id, uint32_t leg) {
   if (!r) return r.error();
   // Persist at once: a restart resumes the resync.
   return impl_->vm.set_leg_state(volume_id, leg, LegState::kResyncing, "restored by the admin");
+}
+
+bool EngineService::busy(int64_t volume_id) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {
+    auto it = raw->volumes.find(volume_id);
+    return it != raw->volumes.end() && it->second.io && it->second.io->in_flight() > 0;
+  });
+  return !r || *r;
 }
 
 VolumeIoStatus EngineService::status(int64_t volume_id) {

@@ -37,6 +37,9 @@ struct Args {
   std::string delete_pool;
   std::string set_default;
   std::string scrub;
+  std::string add_leg;
+  std::vector<std::string> remove_leg;
+  std::vector<std::string> replace_leg;
   std::vector<std::string> restore_leg;
   bool list_pools = false;
   std::string add_device;
@@ -177,7 +180,8 @@ Status run(ApiClient& api, const Args& a) {
       int{!a.rename.empty()} + int{!a.create_pool.empty()} + int{!a.delete_pool.empty()} +
       int{a.list_pools} + int{!a.add_device.empty()} + int{!a.remove_device.empty()} +
       int{a.list_devices} + int{!a.set_default.empty()} + int{!a.scrub.empty()} +
-      int{!a.restore_leg.empty()};
+      int{!a.restore_leg.empty()} + int{!a.add_leg.empty()} + int{!a.remove_leg.empty()} +
+      int{!a.replace_leg.empty()};
   if (actions == 0)
     throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
   if (actions > 1) throw UsageError("give one action at a time");
@@ -196,8 +200,9 @@ Status run(ApiClient& api, const Args& a) {
   if (!a.pool.empty() && a.create.empty() && a.add_device.empty())
     throw UsageError("-p/--pool belongs to -c or -a");
   if (a.verbose > 0 && !a.query) throw UsageError("-v/--verbose belongs to -q");
-  if (a.force && a.resize.empty() && a.remove.empty() && a.add_device.empty())
-    throw UsageError("-f/--force belongs to -r, -d or -a");
+  if (a.force && a.resize.empty() && a.remove.empty() && a.add_device.empty() &&
+      a.remove_leg.empty())
+    throw UsageError("-f/--force belongs to -r, -d, -a or --remove-leg");
 
   if (a.query) return list_volumes(api, a);
   if (a.list_pools) return list_pools(api, a);
@@ -263,6 +268,32 @@ Status run(ApiClient& api, const Args& a) {
       fmt::print("pool {} created (extent size {}{})\n", str(p, "name"),
                  format_size(u64(p, "extent_size_bytes")),
                  p["default"].get<bool>() ? ", default" : "");
+    return {};
+  }
+  if (!a.add_leg.empty() || !a.remove_leg.empty() || !a.replace_leg.empty()) {
+    std::string method = "POST", target;
+    if (!a.add_leg.empty()) {
+      target = "/1.0/volumes/" + url_encode(a.add_leg) + "/legs";
+    } else if (!a.remove_leg.empty()) {
+      method = "DELETE";
+      target = "/1.0/volumes/" + url_encode(a.remove_leg[0]) + "/legs/" +
+               url_encode(a.remove_leg[1]) + (a.force ? "?force=true" : "");
+    } else {
+      target = "/1.0/volumes/" + url_encode(a.replace_leg[0]) + "/legs/" +
+               url_encode(a.replace_leg[1]) + "/replace";
+    }
+    RSIO_TRY(json v,
+             api.call(method, target,
+                      method == "POST" ? std::optional<json>(json::object()) : std::nullopt));
+    if (a.json_out) {
+      print_json(v);
+    } else if (!a.remove_leg.empty()) {
+      fmt::print("leg {} of {} removed; {} now {}\n", a.remove_leg[1], a.remove_leg[0],
+                 str(v, "name"), layout_text(v));
+    } else {
+      fmt::print("{} is now {}; the new leg {} is being copied (`smgr -qv` shows progress)\n",
+                 str(v, "name"), layout_text(v), u64(v, "mirrors") - 1);
+    }
     return {};
   }
   if (!a.scrub.empty() || !a.restore_leg.empty()) {
@@ -366,6 +397,16 @@ int main(int argc, char** argv) {
   app.add_option("--set-default-pool", a.set_default,
                  "Make a pool the default for -c and -a without -p")
       ->type_name("NAME");
+  app.add_option("--add-leg", a.add_leg,
+                 "Give a linear or mirrored volume another mirror leg (copied in the background)")
+      ->type_name("NAME");
+  app.add_option("--remove-leg", a.remove_leg, "Remove a mirror leg and free its space")
+      ->expected(2)
+      ->type_name("NAME LEG");
+  app.add_option("--replace-leg", a.replace_leg,
+                 "Replace a mirror leg by a new one on other devices")
+      ->expected(2)
+      ->type_name("NAME LEG");
   app.add_option("--scrub", a.scrub, "Compare the legs of a mirrored volume (in the background)")
       ->type_name("NAME");
   app.add_option("--restore-leg", a.restore_leg,

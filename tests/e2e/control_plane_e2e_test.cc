@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "process.h"
@@ -203,7 +204,7 @@ TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
       {"smgr -q -p default", 2, "belongs to -c or -a"},
       {"smgr -P -v", 2, "belongs to -q"},
       {"smgr -q --default", 2, "belong to --create-pool"},
-      {"smgr -c x -S 1g -f", 2, "belongs to -r, -d or -a"},
+      {"smgr -c x -S 1g -f", 2, "belongs to -r, -d, -a or --remove-leg"},
       {"smgr --set-default-pool nosuch", 1, "pool 'nosuch' does not exist"},
   };
   for (const Case& c : cases) {
@@ -398,6 +399,61 @@ TEST_F(ControlPlane, MirrorScrubRunsInTheEngine) {
   start({});
   v = json::parse(cli("smgr -qv --json").out);
   EXPECT_TRUE(v["volumes"][0]["io"]["open"].get<bool>());
+}
+
+// A linear volume with data gets a second leg: the engine copies every region to it; the
+// old leg can then be removed and the data is still there.
+TEST_F(ControlPlane, AddedLegReceivesTheDataAndTheOldLegCanGo) {
+  start();
+  ok("smgr --create-pool m --extent-size 1m");
+  for (const char* f : {"/m1.img", "/m2.img"}) ok("smgr -a " + dir_ + f + " -p m -S 32m");
+  ok("smgr -c v -p m -S 6m");
+  auto vol = json::parse(cli("smgr -qv --json").out)["volumes"][0];
+  const auto& area0 = vol["segments"][0]["areas"][0];
+  const uint64_t extent = vol["extent_size_bytes"].get<uint64_t>();
+  const uint64_t size = vol["size_bytes"].get<uint64_t>();
+  ASSERT_EQ(vol["segments"].size(), 1u);
+  // Put data on the volume's only leg, straight into its device file.
+  std::vector<char> pattern(size);
+  std::mt19937 rng(5);
+  for (auto& c : pattern) c = static_cast<char>(rng());
+  const uint64_t off0 = (1 << 20) + area0["device_start_extent"].get<uint64_t>() * extent;
+  {
+    std::fstream f(area0["device"].get<std::string>(),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(off0));
+    f.write(pattern.data(), static_cast<std::streamsize>(size));
+  }
+  auto r = cli("smgr --add-leg v");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mirrored 2-way"), std::string::npos) << r.out;
+  // Wait (bounded) until the copy is done and the leg is recorded in sync.
+  json v;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  do {
+    v = json::parse(cli("smgr -qv --json").out)["volumes"][0];
+    if (v["legs"][1]["state"] == "in-sync") break;
+  } while (std::chrono::steady_clock::now() < deadline);
+  ASSERT_EQ(v["legs"][1]["state"], "in-sync") << v.dump();
+  const json area1 = v["segments"][0]["areas"][1];
+  const uint64_t off1 = (1 << 20) + area1["device_start_extent"].get<uint64_t>() * extent;
+  std::vector<char> copy(size);
+  {
+    std::ifstream f(area1["device"].get<std::string>(), std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(off1));
+    f.read(copy.data(), static_cast<std::streamsize>(size));
+  }
+  EXPECT_TRUE(copy == pattern) << "the new leg holds the volume's data";
+  ok("smgr --scrub v");
+  // The old leg goes; the volume is linear on the new one.
+  do {
+    v = json::parse(cli("smgr -qv --json").out)["volumes"][0];
+  } while (v["io"]["scrub"]["active"].get<bool>() && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(v["io"]["scrub"]["mismatched_regions"], 0);
+  ok("smgr --remove-leg v 0");
+  v = json::parse(cli("smgr -qv --json").out)["volumes"][0];
+  EXPECT_EQ(v["layout"], "linear");
+  EXPECT_EQ(v["segments"][0]["areas"][0]["device"], area1["device"]);
 }
 
 TEST_F(ControlPlane, NonRootCallerIsRefused) {

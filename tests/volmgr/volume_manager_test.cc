@@ -119,6 +119,53 @@ TEST_F(VolumeManagerTest, MirrorLegStatesPersist) {
   EXPECT_EQ(st->column_int64(0), 0);
 }
 
+TEST_F(VolumeManagerTest, MirrorLegsAreAddedRemovedAndReplaced) {
+  ASSERT_TRUE(vm_->create_pool({"p", kDefaultExtentSizeBytes, true}));
+  for (const char* f : {"a.img", "b.img", "c.img", "d.img"}) add_file(f, 64 << 20);
+  auto v = vm_->create_volume({"v", "", 20 << 20, {}, 512});
+  ASSERT_TRUE(v);
+  const uint64_t free_before = vm_->pools()[0].free_extents;
+  auto two = vm_->add_leg("v");
+  ASSERT_TRUE(two) << two.error().message;
+  EXPECT_EQ(two->spec.layout, Layout::kMirrored);
+  EXPECT_EQ(two->spec.mirrors, 2u);
+  EXPECT_EQ(two->leg_states[1], LegState::kResyncing);
+  EXPECT_TRUE(check_segments(two->spec, two->segments));
+  EXPECT_EQ(vm_->pools()[0].free_extents, free_before - 5);
+  auto three = vm_->add_leg("v");
+  ASSERT_TRUE(three);
+  EXPECT_EQ(three->spec.mirrors, 3u);
+  // The only in-sync leg is kept unless forced.
+  auto refused = vm_->remove_leg("v", 0, false);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kInUse);
+  ASSERT_TRUE(vm_->set_leg_state(v->id, 1, LegState::kInSync, ""));
+  auto replaced = vm_->replace_leg("v", 2);
+  ASSERT_TRUE(replaced) << replaced.error().message;
+  EXPECT_EQ(replaced->spec.mirrors, 3u);
+  EXPECT_EQ(replaced->leg_states[2], LegState::kResyncing);
+  EXPECT_TRUE(check_segments(replaced->spec, replaced->segments));
+  const std::string before = table_dump();
+  reopen();
+  EXPECT_EQ(table_dump(), before);
+  ASSERT_TRUE(vm_->remove_leg("v", 2, false));
+  auto one = vm_->remove_leg("v", 1, false);
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->spec.layout, Layout::kLinear);
+  EXPECT_TRUE(one->leg_states.empty());
+  EXPECT_EQ(vm_->pools()[0].free_extents, free_before);
+  auto none = vm_->remove_leg("v", 0, true);
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message.find("single leg"), std::string::npos);
+  // No device outside the other legs: a 5th leg does not fit on 4 devices.
+  ASSERT_TRUE(vm_->add_leg("v"));
+  ASSERT_TRUE(vm_->add_leg("v"));
+  ASSERT_TRUE(vm_->add_leg("v"));
+  auto full = vm_->add_leg("v");
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::kNoSpace);
+}
+
 TEST_F(VolumeManagerTest, ShrinkNeedsForce) {
   ASSERT_TRUE(vm_->create_pool({"p", kDefaultExtentSizeBytes, true}));
   add_file("a.img", 1ULL << 30);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "common/assert.h"
 #include "common/log.h"
@@ -678,6 +679,150 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
             next.size_bytes);
   v = std::move(next);
   return v;
+}
+
+Result<VolumeInfo> VolumeManager::add_leg(std::string_view name) {
+  return change_legs(name, std::nullopt, true, false);
+}
+
+Result<VolumeInfo> VolumeManager::remove_leg(std::string_view name, uint32_t leg, bool force) {
+  return change_legs(name, leg, false, force);
+}
+
+Result<VolumeInfo> VolumeManager::replace_leg(std::string_view name, uint32_t leg) {
+  return change_legs(name, leg, true, true);
+}
+
+// Rewrites the volume's layout columns, segments (with areas) and leg rows.
+Status VolumeManager::persist_legs(const VolumeInfo& v) {
+  RSIO_TRY(db::Statement * st, db_.prepare("UPDATE volumes SET layout = ?, stripes = 1, "
+                                           "stripe_size_bytes = 0, mirrors = ? WHERE id = ?"));
+  st->bind_all(layout_name(v.spec.layout), v.spec.mirrors, v.id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(replace_segments(v));
+  RSIO_TRY(db::Statement * del, db_.prepare("DELETE FROM mirror_legs WHERE volume_id = ?"));
+  del->bind_all(v.id);
+  RSIO_TRY_STATUS(del->run());
+  for (size_t k = 0; k < v.leg_states.size(); ++k) {
+    if (v.leg_states[k] == LegState::kInSync) continue;
+    RSIO_TRY(db::Statement * ins, db_.prepare("INSERT INTO mirror_legs (volume_id, leg, state, "
+                                              "detail, updated_ms) VALUES (?, ?, ?, ?, ?)"));
+    ins->bind_all(v.id, static_cast<int64_t>(k), leg_state_name(v.leg_states[k]), v.leg_details[k],
+                  now_ms());
+    RSIO_TRY_STATUS(ins->run());
+  }
+  return {};
+}
+
+Result<VolumeInfo> VolumeManager::change_legs(std::string_view name, std::optional<uint32_t> remove,
+                                              bool add, bool force) {
+  auto it = volume_ids_.find(std::string(name));
+  if (it == volume_ids_.end())
+    return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
+  const VolumeInfo& cur = volumes_.at(it->second);
+  if (cur.spec.layout == Layout::kStriped)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume '{}' is striped; only linear and mirrored volumes have "
+                                  "legs",
+                                  name));
+  VolumeInfo next = cur;
+  if (next.spec.layout == Layout::kLinear) {
+    next.leg_states.assign(1, LegState::kInSync);
+    next.leg_details.assign(1, "");
+  }
+  const uint32_t legs = static_cast<uint32_t>(next.leg_states.size());
+  std::vector<Area> freed;
+  if (remove) {
+    if (*remove >= legs || legs < 2)
+      return make_error(Errc::kInvalidArgument,
+                        legs < 2 ? fmt::format("volume '{}' has a single leg; delete the volume "
+                                               "instead",
+                                               name)
+                                 : fmt::format("volume '{}' has legs 0 to {}", name, legs - 1));
+    bool other_in_sync = false;
+    for (uint32_t k = 0; k < legs; ++k)
+      other_in_sync = other_in_sync || (k != *remove && next.leg_states[k] == LegState::kInSync);
+    if (!other_in_sync && !force)
+      return make_error(Errc::kInUse,
+                        fmt::format("leg {} is the only in-sync leg of '{}': removing it loses "
+                                    "the data; add --force if that is intended",
+                                    *remove, name));
+    for (Segment& s : next.segments) {
+      freed.push_back(s.areas[*remove]);
+      s.areas.erase(s.areas.begin() + *remove);
+    }
+    next.leg_states.erase(next.leg_states.begin() + *remove);
+    next.leg_details.erase(next.leg_details.begin() + *remove);
+  }
+  const PoolInfo& pool = pools_.at(cur.pool_id);
+  PoolSpace& space = space_.at(cur.pool_id);
+  std::vector<Area> reserved;
+  if (add) {
+    if (next.leg_states.size() >= kMirrorsMax)
+      return make_error(Errc::kInvalidArgument,
+                        fmt::format("volume '{}' already has {} legs", name, kMirrorsMax));
+    // PVs of the remaining legs are off limits; the new leg prefers one PV for all segments.
+    std::set<int64_t> taken;
+    for (const Segment& s : next.segments)
+      for (const Area& a : s.areas) taken.insert(a.pv_id);
+    // Extents being freed by a replace stay off limits too: the new leg must not land where
+    // the old leg's data still is until the change is committed.
+    for (const Area& a : freed) taken.insert(a.pv_id);
+    std::optional<int64_t> leg_pv;
+    for (Segment& s : next.segments) {
+      const uint64_t need = s.areas.empty() ? s.extent_count : s.areas[0].extent_count;
+      std::optional<Area> placed;
+      auto try_pv = [&](int64_t pv_id) {
+        const ExtentMap* map = space.find(pv_id);
+        if (map == nullptr || !space.usable(pv_id) || taken.contains(pv_id)) return;
+        for (const auto& [start, count] : map->free_runs())
+          if (count >= need) {
+            placed = Area{pv_id, start, need};
+            return;
+          }
+      };
+      if (leg_pv) try_pv(*leg_pv);
+      for (const auto& [pv_id, pv] : space.pvs()) {
+        if (placed) break;
+        try_pv(pv_id);
+      }
+      if (!placed) {
+        release_areas(space, reserved);
+        return make_error(Errc::kNoSpace,
+                          fmt::format("no device of pool '{}' outside the other legs has {} "
+                                      "contiguous free; add a device (smgr --add-device)",
+                                      pool.name, format_size(need * pool.extent_size_bytes)));
+      }
+      space.find(placed->pv_id)->reserve(placed->pv_start_extent, placed->extent_count);
+      reserved.push_back(*placed);
+      leg_pv = placed->pv_id;
+      s.areas.push_back(*placed);
+    }
+    next.leg_states.push_back(LegState::kResyncing);
+    next.leg_details.push_back("new leg");
+  }
+  const uint32_t now_legs = static_cast<uint32_t>(next.leg_states.size());
+  next.spec.mirrors = now_legs;
+  next.spec.layout = now_legs >= 2 ? Layout::kMirrored : Layout::kLinear;
+  if (now_legs < 2) {
+    next.leg_states.clear();
+    next.leg_details.clear();
+  }
+  RSIO_ASSERT(check_segments(next.spec, next.segments));
+  auto persist = [&]() -> Status {
+    RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+    RSIO_TRY_STATUS(persist_legs(next));
+    return txn.commit();
+  };
+  if (Status st = persist(); !st) {
+    release_areas(space, reserved);
+    return st.error();
+  }
+  release_areas(space, freed);
+  log::info("mirror legs changed: volume={} legs={} (removed={} added={})", name, now_legs,
+            remove ? std::to_string(*remove) : "-", add);
+  volumes_.at(next.id) = next;
+  return next;
 }
 
 Status VolumeManager::set_leg_state(int64_t volume_id, uint32_t leg, LegState state,

@@ -43,6 +43,10 @@ class EngineService {
   // Opens (or re-opens after a change) a volume on its devices; resumes an interrupted
   // resync. A volume whose devices are missing stays closed, with the reason in status().
   Status open(const volmgr::VolumeInfo& v);
+  // Re-opens a volume whose mirror legs were added or removed; with `leg_added` every
+  // region is marked so the new leg receives a full copy. Errors: kInUse while the volume
+  // has a resync or scrub running.
+  Status legs_changed(const volmgr::VolumeInfo& v, bool leg_added);
   // Applies a resize to the open volume.
   Status resized(const volmgr::VolumeInfo& v);
   // Closes a volume. Errors: kInUse while it has work in flight (a resync or scrub).
@@ -50,6 +54,8 @@ class EngineService {
   Status start_scrub(int64_t volume_id);
   Status restore_leg(int64_t volume_id, uint32_t leg);
   VolumeIoStatus status(int64_t volume_id);
+  // True while the volume has a resync or scrub running.
+  bool busy(int64_t volume_id);
 
   struct Impl;
 

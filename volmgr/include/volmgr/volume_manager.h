@@ -102,6 +102,17 @@ class VolumeManager {
   // Errors: kNotFound, whatever `hook` returns.
   Status delete_volume(std::string_view name, const DeleteHook& hook);
 
+  // Mirror legs. add_leg gives a linear or mirrored volume one more leg on devices no other
+  // leg uses (a linear volume becomes a 2-way mirror); the new leg is recorded as resyncing.
+  // remove_leg drops leg `leg` and frees its extents (a 2-way mirror becomes linear); the
+  // last in-sync leg is kept unless `force`. replace_leg does both in one transaction: the
+  // new leg takes the last index. Errors: kNotFound, kInvalidArgument (layout, leg index,
+  // too many legs), kNoSpace (no device outside the other legs with room for a segment),
+  // kInUse (removing the only in-sync leg).
+  Result<VolumeInfo> add_leg(std::string_view name);
+  Result<VolumeInfo> remove_leg(std::string_view name, uint32_t leg, bool force);
+  Result<VolumeInfo> replace_leg(std::string_view name, uint32_t leg);
+
   std::vector<PoolUsage> pools() const;
   std::vector<PvUsage> devices() const;
   // Volumes in creation (id) order.
@@ -121,6 +132,9 @@ class VolumeManager {
   Result<const PoolInfo*> resolve_pool(std::string_view name) const;
   Status insert_segments(const VolumeInfo& v);
   Status replace_segments(const VolumeInfo& v);
+  Status persist_legs(const VolumeInfo& v);
+  Result<VolumeInfo> change_legs(std::string_view name, std::optional<uint32_t> remove, bool add,
+                                 bool force);
   PoolUsage usage_of(const PoolInfo& pool) const;
 
   db::Database& db_;

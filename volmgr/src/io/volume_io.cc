@@ -312,13 +312,21 @@ Result<std::unique_ptr<VolumeIo>> VolumeIo::open(Loop& loop, const VolumeInfo& i
         if (s.areas[k].dev == nullptr && v->leg_states_[k] != LegState::kFaulty)
           v->mark_leg_faulty(k, "a device of this leg is missing");
     // Regions marked at open were being written when the volume was last closed (or a leg
-    // was away): the legs may differ there. Copy them from one in-sync leg to the others.
+    // was away): the legs may differ there. Copy them from one in-sync leg to the others,
+    // and to legs still resyncing (a resync interrupted by a restart resumes here; without
+    // a bitmap such a leg gets every region).
+    bool any_resyncing = false;
+    for (LegState s : v->leg_states_) any_resyncing = any_resyncing || s == LegState::kResyncing;
+    if (any_resyncing && v->intent_->device == nullptr) {
+      dirty.clear();
+      for (uint64_t r = 0; r < v->intent_->regions; ++r) dirty.push_back(r);
+    }
     if (!dirty.empty()) {
       uint32_t targets = 0;
       int source = -1;
       for (uint32_t k = 0; k < legs; ++k) {
-        if (v->leg_states_[k] != LegState::kInSync) continue;
-        if (source < 0)
+        if (v->leg_states_[k] == LegState::kFaulty) continue;
+        if (source < 0 && v->leg_states_[k] == LegState::kInSync)
           source = static_cast<int>(k);
         else
           targets |= 1u << k;
