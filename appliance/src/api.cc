@@ -522,7 +522,13 @@ ApiResponse Api::handle(const ApiRequest& req) {
       r.block_size_bytes = bs->value_or(512);
       auto created = volumes_.create_volume(r);
       if (!created) return fail(created.error());
-      if (engine_ != nullptr) {
+      // A new mirror's legs start out with whatever their extents held: mark every region
+      // so the engine copies leg 0 to the others once (like adding a leg).
+      if (engine_ != nullptr && created->spec.layout == Layout::kMirrored) {
+        if (Status st = engine_->legs_changed(*created, true); !st)
+          log::error("volume={} created but not opened for I/O: {}", created->name,
+                     st.error().message);
+      } else if (engine_ != nullptr) {
         if (Status st = engine_->open(*created); !st)
           log::error("volume={} created but not opened for I/O: {}", created->name,
                      st.error().message);
@@ -581,8 +587,12 @@ ApiResponse Api::handle(const ApiRequest& req) {
         auto force = query_flag(route, "force");
         if (!force) return fail(force.error());
         const int64_t id = (*v)->id;
+        // Refuse a granted volume before closing it in the engine (the delete itself checks
+        // again inside its transaction).
+        if (!*force && !catalog_.grants_of_volume(id).empty())
+          return fail(catalog_.check_and_drop_grants_error(id, (*v)->name));
         if (engine_ != nullptr) {
-          if (Status st = engine_->close(id); !st) return fail(st.error());
+          if (Status st = engine_->forget(**v); !st) return fail(st.error());
         }
         Status st = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
           return catalog_.check_and_drop_grants(db, vol.id, vol.name, *force);

@@ -150,17 +150,20 @@ Status Catalog::revoke(int64_t volume_id, std::string_view client_name) {
 
 Status Catalog::check_and_drop_grants(db::Database& db, int64_t volume_id,
                                       std::string_view volume_name, bool force) const {
-  std::vector<std::string> names;
-  for (const Grant& g : grants_of_volume(volume_id)) names.push_back(clients_.at(g.client_id).name);
-  if (names.empty()) return {};
-  if (!force)
-    return make_error(Errc::kInUse,
-                      fmt::format("volume '{}' is granted to {}; revoke the grants first "
-                                  "(rsadmin --revoke {} NODE) or add --force",
-                                  volume_name, fmt::join(names, ","), volume_name));
+  if (grants_of_volume(volume_id).empty()) return {};
+  if (!force) return check_and_drop_grants_error(volume_id, volume_name);
   RSIO_TRY(db::Statement * st, db.prepare("DELETE FROM grants WHERE volume_id = ?"));
   st->bind_all(volume_id);
   return st->run();
+}
+
+Error Catalog::check_and_drop_grants_error(int64_t volume_id, std::string_view volume_name) const {
+  std::vector<std::string> names;
+  for (const Grant& g : grants_of_volume(volume_id)) names.push_back(clients_.at(g.client_id).name);
+  return make_error(Errc::kInUse,
+                    fmt::format("volume '{}' is granted to {}; revoke the grants first "
+                                "(rsadmin --revoke {} NODE) or add --force",
+                                volume_name, fmt::join(names, ","), volume_name));
 }
 
 void Catalog::forget_volume(int64_t volume_id) {

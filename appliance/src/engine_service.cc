@@ -9,6 +9,7 @@
 
 #include <boost/asio/post.hpp>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -242,7 +243,15 @@ Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManage
     });
     if (!r) log::error("volume={} not opened for I/O: {}", v->name, r.error().message);
   }
-  log::info("I/O engine running: {} volume(s) open", vm.volumes().size());
+  size_t open = 0;
+  for (const VolumeInfo* v : vm.volumes()) {
+    auto r = impl->call<bool>([raw, id = v->id]() -> Result<bool> {
+      auto it = raw->volumes.find(id);
+      return it != raw->volumes.end() && it->second.io != nullptr;
+    });
+    open += r && *r;
+  }
+  log::info("I/O engine running: {} of {} volume(s) open", open, vm.volumes().size());
   return std::unique_ptr<EngineService>(new EngineService(std::move(impl)));
 }
 
@@ -310,6 +319,15 @@ Status EngineService::close(int64_t volume_id) {
     return true;
   });
   if (!r) return r.error();
+  return {};
+}
+
+Status EngineService::forget(const VolumeInfo& v) {
+  RSIO_TRY_STATUS(close(v.id));
+  // The bitmap belongs to the volume: nothing else may inherit its marks.
+  const std::string path = impl_->bitmap_dir + "/" + v.uuid.str() + ".wib";
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    log::warn("cannot remove bitmap {}: {}", path, std::strerror(errno));
   return {};
 }
 

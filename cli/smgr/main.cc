@@ -183,7 +183,9 @@ Status run(ApiClient& api, const Args& a) {
       int{!a.restore_leg.empty()} + int{!a.add_leg.empty()} + int{!a.remove_leg.empty()} +
       int{!a.replace_leg.empty()};
   if (actions == 0)
-    throw UsageError("say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D ...");
+    throw UsageError(
+        "say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D, --scrub, "
+        "--add-leg, --remove-leg, --replace-leg, --restore-leg ...");
   if (actions > 1) throw UsageError("give one action at a time");
   const bool sized = !a.create.empty() || !a.resize.empty() || !a.add_device.empty();
   if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");

@@ -372,10 +372,16 @@ TEST_F(ControlPlane, MirrorScrubRunsInTheEngine) {
   ok("smgr -c lin -S 8m");
   auto v = json::parse(cli("smgr -qv --json").out);
   ASSERT_TRUE(v["volumes"][0]["io"]["open"].get<bool>()) << v.dump();
+  // A new mirror is synced once (leg 0 copied to leg 1); wait (bounded) for that first.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (v["volumes"][0]["io"]["resync"]["active"].get<bool>() &&
+         std::chrono::steady_clock::now() < deadline)
+    v = json::parse(cli("smgr -qv --json").out);
+  EXPECT_EQ(v["volumes"][0]["io"]["resync"]["regions_done"], 8) << "initial sync of 8 regions";
+  EXPECT_EQ(v["volumes"][0]["io"]["marked_regions"], 0);
   ok("smgr --scrub mv");
   // Wait (bounded) until the scrub has gone through every region.
   json scrub;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   do {
     auto r = json::parse(cli("smgr -qv --json").out);
     scrub = r["volumes"][0]["io"]["scrub"];

@@ -56,6 +56,8 @@ class Catalog {
   Status check_and_drop_grants(db::Database& db, int64_t volume_id, std::string_view volume_name,
                                bool force) const;
   void forget_volume(int64_t volume_id);
+  // The error check_and_drop_grants() returns for a granted volume without `force`.
+  Error check_and_drop_grants_error(int64_t volume_id, std::string_view volume_name) const;
 
   const Client* find_client(std::string_view name) const;
   const Client* find_client(int64_t id) const;

@@ -51,6 +51,8 @@ class EngineService {
   Status resized(const volmgr::VolumeInfo& v);
   // Closes a volume. Errors: kInUse while it has work in flight (a resync or scrub).
   Status close(int64_t volume_id);
+  // Closes a volume that is being deleted and removes its bitmap file.
+  Status forget(const volmgr::VolumeInfo& v);
   Status start_scrub(int64_t volume_id);
   Status restore_leg(int64_t volume_id, uint32_t leg);
   VolumeIoStatus status(int64_t volume_id);

@@ -810,6 +810,10 @@ Status VolumeIo::restore_leg(uint32_t leg) {
   for (uint32_t k = 0; k < leg_states_.size() && source < 0; ++k)
     if (leg_states_[k] == LegState::kInSync) source = static_cast<int>(k);
   if (source < 0) return make_error(Errc::kUnavailable, "no in-sync leg to copy from");
+  for (const MapSegment& s : map_->segments)
+    if (s.areas[leg].dev == nullptr)
+      return make_error(Errc::kUnavailable,
+                        fmt::format("a device of leg {} is missing; bring it back first", leg));
   std::vector<uint64_t> regions;
   for (uint64_t r = 0; r < intent_->regions; ++r)
     if (intent_->device == nullptr || intent_->bit(r)) regions.push_back(r);
