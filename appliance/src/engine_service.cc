@@ -43,6 +43,7 @@ struct EngineService::Impl : io::VolumeEvents {
   volmgr::VolumeManager& vm;  // metadata thread only
   boost::asio::any_io_executor meta;
   std::string bitmap_dir;
+  uint64_t resync_rate_bytes_per_s = 0;  // 0: unlimited
   std::unique_ptr<io::Loop> loop;
   std::thread thread;
 
@@ -139,6 +140,7 @@ struct EngineService::Impl : io::VolumeEvents {
         if (device(*pv_by_id.at(a.pv_id)) == nullptr) missing = true;
     io::VolumeIoOptions opt;
     opt.events = this;
+    opt.resync_rate_bytes_per_s = resync_rate_bytes_per_s;
     // Resyncing legs (restored, or new) open as such: the engine copies the marked regions
     // to them, resuming where a restart interrupted it.
     opt.leg_states = v.leg_states;
@@ -198,8 +200,10 @@ struct EngineService::Impl : io::VolumeEvents {
 
 Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManager& vm,
                                                             boost::asio::any_io_executor meta,
-                                                            std::string state_dir) {
+                                                            std::string state_dir,
+                                                            uint64_t resync_rate_bytes_per_s) {
   auto impl = std::make_unique<Impl>(vm, std::move(meta), state_dir + "/bitmaps");
+  impl->resync_rate_bytes_per_s = resync_rate_bytes_per_s;
   std::error_code ec;
   std::filesystem::create_directories(impl->bitmap_dir, ec);
   if (ec)

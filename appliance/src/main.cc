@@ -46,6 +46,7 @@ struct Options {
   std::string socket_path = "/run/rsio/rsiod.sock";
   std::string init_pool_size;
   std::string log_level = "info";
+  std::string resync_rate = "0";
 };
 
 // Holds an exclusive lock on the state directory for the daemon's lifetime, so two daemons
@@ -219,7 +220,17 @@ int run(const Options& opt) {
   // the management API, and says why volumes are not open.
   std::unique_ptr<appliance::EngineService> engine;
   {
-    auto started = appliance::EngineService::start(*volumes, meta_io.get_executor(), state_dir);
+    uint64_t rate = 0;
+    if (opt.resync_rate != "0") {
+      auto parsed = parse_size(opt.resync_rate);
+      if (!parsed) {
+        log::error("--resync-rate: {}", parsed.error().message);
+        return 2;
+      }
+      rate = *parsed;
+    }
+    auto started =
+        appliance::EngineService::start(*volumes, meta_io.get_executor(), state_dir, rate);
     if (started) {
       engine = std::move(*started);
       api->set_engine(engine.get(), "");
@@ -286,6 +297,10 @@ int main(int argc, char** argv) {
   app.add_option("--init-pool-size", opt.init_pool_size,
                  "On first start, create the default pool on a sparse file of this size in "
                  "the state directory (e.g. 10g)");
+  app.add_option("--resync-rate", opt.resync_rate,
+                 "Limit mirror resync copying to this many bytes per second (e.g. 100M; 0: no "
+                 "limit)")
+      ->capture_default_str();
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();

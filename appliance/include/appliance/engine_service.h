@@ -37,7 +37,8 @@ class EngineService {
   // when io_uring cannot be set up (rsiod then runs without a data path and says why).
   static Result<std::unique_ptr<EngineService>> start(volmgr::VolumeManager& vm,
                                                       boost::asio::any_io_executor meta,
-                                                      std::string state_dir);
+                                                      std::string state_dir,
+                                                      uint64_t resync_rate_bytes_per_s = 0);
   ~EngineService();
 
   // Opens (or re-opens after a change) a volume on its devices; resumes an interrupted
