@@ -183,6 +183,16 @@ struct EngineService::Impl : io::VolumeEvents {
     return {};
   }
 
+  // Opens a volume on the engine thread and waits for the outcome. Metadata thread.
+  Status open(OpenSpec spec) {
+    auto r = call<bool>([this, spec = std::move(spec)]() -> Result<bool> {
+      RSIO_TRY_STATUS(open_on_engine(spec));
+      return true;
+    });
+    if (!r) return r.error();
+    return {};
+  }
+
   OpenSpec spec_of(const VolumeInfo& v) {
     OpenSpec s;
     s.info = v;
@@ -240,12 +250,8 @@ Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManage
   }
   // Open every volume.
   for (const VolumeInfo* v : vm.volumes()) {
-    OpenSpec spec = impl->spec_of(*v);
-    auto r = impl->call<bool>([raw, spec]() -> Result<bool> {
-      RSIO_TRY_STATUS(raw->open_on_engine(spec));
-      return true;
-    });
-    if (!r) log::error("volume={} not opened for I/O: {}", v->name, r.error().message);
+    if (Status opened = impl->open(impl->spec_of(*v)); !opened)
+      log::error("volume={} not opened for I/O: {}", v->name, opened.error().message);
   }
   size_t open = 0;
   for (const VolumeInfo* v : vm.volumes()) {
@@ -266,27 +272,12 @@ EngineService::~EngineService() {
   impl_->thread.join();
 }
 
-Status EngineService::open(const VolumeInfo& v) {
-  OpenSpec spec = impl_->spec_of(v);
-  Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
-    RSIO_TRY_STATUS(raw->open_on_engine(spec));
-    return true;
-  });
-  if (!r) return r.error();
-  return {};
-}
+Status EngineService::open(const VolumeInfo& v) { return impl_->open(impl_->spec_of(v)); }
 
 Status EngineService::legs_changed(const VolumeInfo& v, bool leg_added) {
   OpenSpec spec = impl_->spec_of(v);
   spec.mark_all_regions = leg_added;
-  Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
-    RSIO_TRY_STATUS(raw->open_on_engine(spec));
-    return true;
-  });
-  if (!r) return r.error();
-  return {};
+  return impl_->open(std::move(spec));
 }
 
 Status EngineService::resized(const VolumeInfo& v) {
