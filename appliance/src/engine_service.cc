@@ -253,14 +253,12 @@ Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManage
     if (Status opened = impl->open(impl->spec_of(*v)); !opened)
       log::error("volume={} not opened for I/O: {}", v->name, opened.error().message);
   }
-  size_t open = 0;
-  for (const VolumeInfo* v : vm.volumes()) {
-    auto r = impl->call<bool>([raw, id = v->id]() -> Result<bool> {
-      auto it = raw->volumes.find(id);
-      return it != raw->volumes.end() && it->second.io != nullptr;
-    });
-    open += r && *r;
-  }
+  auto counted = impl->call<size_t>([raw]() -> Result<size_t> {
+    size_t n = 0;
+    for (const auto& [id, v] : raw->volumes) n += v.io != nullptr;
+    return n;
+  });
+  const size_t open = counted ? *counted : 0;
   log::info("I/O engine running: {} of {} volume(s) open", open, vm.volumes().size());
   return std::unique_ptr<EngineService>(new EngineService(std::move(impl)));
 }
