@@ -690,7 +690,8 @@ Result<VolumeInfo> VolumeManager::remove_leg(std::string_view name, uint32_t leg
 }
 
 Result<VolumeInfo> VolumeManager::replace_leg(std::string_view name, uint32_t leg) {
-  return change_legs(name, leg, true, true);
+  // Replacing the only in-sync leg would lose the data: refused like a removal.
+  return change_legs(name, leg, true, false);
 }
 
 // Rewrites the volume's layout columns, segments (with areas) and leg rows.

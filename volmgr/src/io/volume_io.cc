@@ -211,6 +211,7 @@ struct VolumeIo::Resync {
   uint64_t current = 0;
   uint32_t outstanding = 0;
   bool failed = false;
+  uint32_t failed_legs = 0;  // legs whose devices failed during this resync
   enum class Phase { kRead, kWrite, kSyncSource } phase = Phase::kRead;
   void* buf = nullptr;
   std::vector<SubOp> ops;
@@ -850,6 +851,7 @@ void VolumeIo::resync_start(std::vector<uint64_t> regions, uint32_t target_mask)
   rs.targets = target_mask;
   rs.bytes_done = 0;
   rs.failed = false;
+  rs.failed_legs = 0;
   rs.started = std::chrono::steady_clock::now();
   for (uint64_t r : rs.regions) intent_->needs_source[r] = 1;
   if (rs.buf == nullptr) {
@@ -869,10 +871,16 @@ void VolumeIo::resync_next() {
     rs.active = false;
     for (uint64_t r : rs.regions) in.needs_source[r] = 0;
     if (rs.failed) {
-      // The targets did not get everything: they are not in sync (their bits stay set, as
-      // bits only go while every leg is in sync), and can be restored again later.
+      // The legs whose devices failed are faulty (their bits stay set: bits only go while
+      // every leg is in sync), and can be restored later. When it is not known which leg
+      // failed, every target is; a failing source faults no target. Legs still resyncing
+      // that did not fail stay resyncing and are resumed at the next open.
+      const uint32_t source_bit = 1u << rs.source;
+      const uint32_t blame = rs.failed_legs != 0 ? (rs.failed_legs & ~source_bit) : rs.targets;
+      if (rs.failed_legs & source_bit)
+        log::error("volume_id={} resync stopped: its source leg {} failed", volume_id_, rs.source);
       for (uint32_t k = 0; k < leg_states_.size(); ++k)
-        if ((rs.targets & (1u << k)) && leg_states_[k] != LegState::kFaulty) {
+        if ((blame & (1u << k)) && leg_states_[k] != LegState::kFaulty) {
           leg_states_[k] = LegState::kFaulty;
           log::error("volume_id={} mirror leg {} is faulty: its resync failed", volume_id_, k);
           if (options_.events != nullptr)
@@ -950,7 +958,7 @@ void VolumeIo::resync_copy(uint64_t r) {
     s.op.ctx = this;
     s.op.device = t.dev;
     s.op.done = [](DevOp* op, int res) {
-      static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0);
+      static_cast<VolumeIo*>(op->ctx)->resync_region_done(res >= 0, res < 0 ? op->device : nullptr);
     };
   }
   if (rs.ops.empty()) {
@@ -967,10 +975,15 @@ void VolumeIo::resync_copy(uint64_t r) {
   for (SubOp& s : rs.ops) s.op.device->submit(&s.op);
 }
 
-void VolumeIo::resync_region_done(bool ok) {
+void VolumeIo::resync_region_done(bool ok, Device* failed_dev) {
   Resync& rs = *resync_;
   Intent& in = *intent_;
-  if (!ok) rs.failed = true;
+  if (!ok) {
+    rs.failed = true;
+    // Remember which leg failed: only that one is at fault, not every target.
+    auto leg = map_->leg_of_device.find(failed_dev);
+    if (leg != map_->leg_of_device.end()) rs.failed_legs |= 1u << leg->second;
+  }
   if (--rs.outstanding > 0) return;
   const Map& map = *map_;
   const uint32_t width = map.width;
@@ -990,7 +1003,7 @@ void VolumeIo::resync_region_done(bool ok) {
     s.op.ctx = this;
     s.op.device = dev;
     s.op.done = [](DevOp* o, int res) {
-      static_cast<VolumeIo*>(o->ctx)->resync_region_done(res >= 0);
+      static_cast<VolumeIo*>(o->ctx)->resync_region_done(res >= 0, res < 0 ? o->device : nullptr);
     };
     return s;
   };

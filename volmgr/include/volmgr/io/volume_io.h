@@ -170,7 +170,8 @@ class VolumeIo {
   void resync_start(std::vector<uint64_t> regions, uint32_t target_mask);
   void resync_next();
   void resync_copy(uint64_t region);
-  void resync_region_done(bool ok);
+  // `failed_dev`: the device of an operation that failed (null when none or unknown).
+  void resync_region_done(bool ok, Device* failed_dev = nullptr);
   struct Scrub;
   void scrub_next();
   void scrub_read(uint64_t region);
