@@ -395,7 +395,7 @@ TEST_F(ControlPlane, MirrorScrubRunsInTheEngine) {
             std::string::npos);
   auto r = cli("smgr --restore-leg mv 1");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("not a faulty leg"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not a faulty or resyncing leg"), std::string::npos) << r.err;
   r = cli("smgr --restore-leg mv 7");
   EXPECT_NE(r.err.find("has legs 0 to 1"), std::string::npos) << r.err;
   r = cli("smgr --scrub lin");

@@ -664,6 +664,49 @@ TEST(IoEngineMirror, ResyncResumesFromItsCheckpointAfterARestart) {
   EXPECT_EQ(rig.leg_bytes(0), model);
 }
 
+// A leg recorded as resyncing whose marks are gone (no copy running) can be restored and
+// gets every region.
+TEST(IoEngineMirror, ResyncingLegWithoutMarksIsCopiedInFull) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  MirrorRig rig(seed);
+  rig.open();
+  const uint64_t size = rig.vol->size_bytes();
+  std::vector<uint8_t> model(size);
+  for (auto& b : model) b = static_cast<uint8_t>(rng());
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  rig.vol.reset();
+  // Leg 1 loses its data, and the bitmap holds no marks.
+  for (const Segment& s : rig.tv->info.segments) {
+    const Area& a = s.areas[1];
+    std::vector<uint8_t> zero(s.extent_count * rig.tv->extent_bytes, 0);
+    iovec iov{zero.data(), zero.size()};
+    DevOp op;
+    op.op = Op::kWrite;
+    op.offset_bytes =
+        rig.tv->pvs[a.pv_id - 1].data_offset_bytes + a.pv_start_extent * rig.tv->extent_bytes;
+    op.length_bytes = zero.size();
+    op.iov = &iov;
+    op.iov_count = 1;
+    bool done = false;
+    op.ctx = &done;
+    op.done = [](DevOp* o, int) { *static_cast<bool*>(o->ctx) = true; };
+    rig.tv->devices[a.pv_id - 1]->submit(&op);
+    rig.loop->run_until([&] { return done; });
+  }
+  rig.open({LegState::kInSync, LegState::kResyncing});
+  rig.settle();
+  EXPECT_EQ(rig.vol->stats().resync_regions, 0u) << "nothing marked: no copy starts by itself";
+  EXPECT_FALSE(rig.vol->restore_leg(0)) << "an in-sync leg is not restored";
+  ASSERT_TRUE(rig.vol->restore_leg(1));
+  rig.settle();
+  EXPECT_EQ(rig.vol->stats().resync_regions, rig.regions());
+  EXPECT_EQ(rig.vol->leg_states()[1], LegState::kInSync);
+  EXPECT_EQ(rig.leg_bytes(1), model);
+}
+
 TEST(IoEngineMirror, ScrubFindsExactlyTheRegionsWhereLegsDiffer) {
   const uint64_t seed = test_seed();
   std::mt19937_64 rng(seed);

@@ -802,9 +802,13 @@ bool VolumeIo::region_needs_source_leg(uint64_t offset, uint64_t length) const {
 // ---- resync -------------------------------------------------------------------------
 
 Status VolumeIo::restore_leg(uint32_t leg) {
-  if (!intent_ || leg >= leg_states_.size() || leg_states_[leg] != LegState::kFaulty)
-    return make_error(Errc::kInvalidArgument,
-                      fmt::format("leg {} is not a faulty leg of a mirrored volume", leg));
+  if (!intent_ || leg >= leg_states_.size() || leg_states_[leg] == LegState::kInSync)
+    return make_error(
+        Errc::kInvalidArgument,
+        fmt::format("leg {} is not a faulty or resyncing leg of a mirrored volume", leg));
+  // A leg left resyncing with no copy running (its marks were lost, or it was added while
+  // the engine was not running) cannot know which regions it lacks: it gets them all.
+  const bool full = leg_states_[leg] == LegState::kResyncing;
   if (resync_->active || (scrub_ && scrub_->active))
     return make_error(Errc::kInUse, "a resync or scrub is already running");
   int source = -1;
@@ -817,7 +821,7 @@ Status VolumeIo::restore_leg(uint32_t leg) {
                         fmt::format("a device of leg {} is missing; bring it back first", leg));
   std::vector<uint64_t> regions;
   for (uint64_t r = 0; r < intent_->regions; ++r)
-    if (intent_->device == nullptr || intent_->bit(r)) regions.push_back(r);
+    if (full || intent_->device == nullptr || intent_->bit(r)) regions.push_back(r);
   leg_states_[leg] = LegState::kResyncing;
   resync_->source = static_cast<uint32_t>(source);
   log::info("volume_id={} leg {} restored: resyncing {} region(s) from leg {}", volume_id_, leg,

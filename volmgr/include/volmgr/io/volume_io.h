@@ -125,8 +125,10 @@ class VolumeIo {
 
   // Brings a faulty mirror leg back: it takes writes at once and is copied from an in-sync
   // leg, region by region — only the regions the bitmap marks when the volume has one,
-  // every region otherwise — then turns in-sync. Errors: kInvalidArgument (not a faulty
-  // leg of a mirrored volume), kInUse (a resync is running).
+  // every region otherwise — then turns in-sync. A leg that is resyncing with no copy
+  // running is copied in full. Errors: kInvalidArgument (an in-sync leg, or not a mirrored
+  // volume), kInUse (a resync or scrub is running), kUnavailable (no in-sync leg to copy
+  // from, or a device of the leg is missing).
   Status restore_leg(uint32_t leg);
   ResyncProgress resync_progress() const;
   // Compares the in-sync legs of a mirrored volume region by region (each region locked
