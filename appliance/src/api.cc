@@ -452,7 +452,9 @@ ApiResponse Api::handle(const ApiRequest& req) {
       auto it = route.query.find("path");
       if (it == route.query.end())
         return fail(bad_request("DELETE /1.0/devices needs the query parameter path=DEVICE"));
-      if (Status st = volumes_.remove_device(it->second); !st) return fail(st.error());
+      auto removed = volumes_.remove_device(it->second);
+      if (!removed) return fail(removed.error());
+      if (engine_ != nullptr) engine_->device_removed(removed->id);
       return ok(200, json{{"removed", it->second}});
     }
     return method_not_allowed();

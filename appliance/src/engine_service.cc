@@ -324,6 +324,15 @@ Status EngineService::forget(const VolumeInfo& v) {
   return {};
 }
 
+void EngineService::device_removed(int64_t pv_id) {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<bool>([raw, pv_id]() -> Result<bool> {
+    raw->devices.erase(pv_id);
+    return true;
+  });
+  if (!r) log::warn("pv_id={}: the I/O engine kept its handle: {}", pv_id, r.error().message);
+}
+
 Status EngineService::start_scrub(int64_t volume_id) {
   Impl* raw = impl_.get();
   auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {

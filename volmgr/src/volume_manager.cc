@@ -460,7 +460,7 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   return u;
 }
 
-Status VolumeManager::remove_device(std::string_view path) {
+Result<PvInfo> VolumeManager::remove_device(std::string_view path) {
   const PvInfo* found = nullptr;
   auto probe = probe_device(std::string(path));
   for (const auto& [id, pv] : pvs_) {
@@ -500,7 +500,7 @@ Status VolumeManager::remove_device(std::string_view path) {
                 wiped.error().message);
   }
   log::info("device removed: path={}", pv.path);
-  return {};
+  return pv;
 }
 
 Status VolumeManager::insert_segments(const VolumeInfo& v) {

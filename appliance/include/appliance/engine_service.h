@@ -54,6 +54,8 @@ class EngineService {
   Status close(int64_t volume_id);
   // Closes a volume that is being deleted and removes its bitmap file.
   Status forget(const volmgr::VolumeInfo& v);
+  // Closes the engine's handle on a PV that left its pool (no volume uses it any more).
+  void device_removed(int64_t pv_id);
   Status start_scrub(int64_t volume_id);
   Status restore_leg(int64_t volume_id, uint32_t leg);
   VolumeIoStatus status(int64_t volume_id);

@@ -81,7 +81,8 @@ class VolumeManager {
   // data and !force), kIo. On error nothing is changed and a file created here is removed.
   Result<PvUsage> add_device(const AddDeviceRequest& req);
   // Removes an unused PV from its pool and wipes its label. Errors: kNotFound, kInUse.
-  Status remove_device(std::string_view path);
+  // Returns the PV as it was.
+  Result<PvInfo> remove_device(std::string_view path);
 
   // Errors: kInvalidArgument (name, size, layout), kAlreadyExists, kNotFound (pool),
   // kNoSpace (saying what is missing).
