@@ -72,14 +72,15 @@ struct EngineService::Impl : io::VolumeEvents {
 
   // VolumeEvents (engine thread): persist on the metadata thread.
   void leg_faulty(int64_t volume_id, uint32_t leg, const std::string& reason) override {
-    boost::asio::post(meta, [this, volume_id, leg, reason] {
+    // Capture the VolumeManager, not this: the service may be gone when the handler runs.
+    boost::asio::post(meta, [&vm = vm, volume_id, leg, reason] {
       if (Status st = vm.set_leg_state(volume_id, leg, LegState::kFaulty, reason); !st)
         log::error("cannot record faulty leg: volume_id={} leg={}: {}", volume_id, leg,
                    st.error().message);
     });
   }
   void leg_in_sync(int64_t volume_id, uint32_t leg) override {
-    boost::asio::post(meta, [this, volume_id, leg] {
+    boost::asio::post(meta, [&vm = vm, volume_id, leg] {
       if (Status st = vm.set_leg_state(volume_id, leg, LegState::kInSync, ""); !st)
         log::error("cannot record in-sync leg: volume_id={} leg={}: {}", volume_id, leg,
                    st.error().message);

@@ -75,6 +75,8 @@ class UringDevice final : public Device {
   void submit(DevOp* op) override {
     op->done_bytes = 0;
     op->retries = 0;
+    op->used_direct = false;
+    op->no_direct = false;
     op->device_state = nullptr;
     op->completion.fn = &UringDevice::on_complete;
     issue(op);
@@ -136,7 +138,9 @@ class UringDevice final : public Device {
       case Op::kRead:
       case Op::kWrite: {
         auto [iov, count] = remaining_iov(op);
-        const int fd = direct_fd_ >= 0 && aligned(op, iov, count) ? direct_fd_ : fd_;
+        const bool direct = direct_fd_ >= 0 && !op->no_direct && aligned(op, iov, count);
+        const int fd = direct ? direct_fd_ : fd_;
+        op->used_direct = direct;
         const off_t off = static_cast<off_t>(op->offset_bytes + op->done_bytes);
         // A single buffer needs no iovec import in the kernel.
         if (op->op == Op::kRead && count == 1)
@@ -171,6 +175,13 @@ class UringDevice final : public Device {
     auto* st = static_cast<OpState*>(op->device_state);
     const bool zero_fill = st != nullptr && st->zero_fill;
     const bool syncing = st != nullptr && st->syncing;
+    if (res == -EINVAL && op->used_direct) {
+      // The file system wants a larger alignment for O_DIRECT than the logical block size
+      // (4 KiB-sector disks under a file): this transfer goes buffered.
+      op->no_direct = true;
+      self->issue(op);
+      return;
+    }
     if ((res == -EAGAIN || res == -EINTR) && op->retries < kTransientRetries) {
       ++op->retries;  // the kernel asks to try again: not a device error
       self->issue(op);

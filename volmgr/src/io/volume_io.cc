@@ -371,6 +371,11 @@ bool VolumeIo::mark_leg_faulty(uint32_t leg, const std::string& reason) {
   for (uint32_t k = 0; k < leg_states_.size(); ++k)
     if (k != leg && leg_states_[k] == LegState::kInSync) other = true;
   if (!other) return false;
+  if (resync_ && resync_->active && leg == resync_->source) {
+    // The copy's source is gone: stop it; its targets are not at fault.
+    resync_->failed = true;
+    resync_->failed_legs |= 1u << leg;
+  }
   if (leg_states_[leg] != LegState::kFaulty) {
     leg_states_[leg] = LegState::kFaulty;
     log::error("volume_id={} mirror leg {} is faulty: {}; running degraded", volume_id_, leg,
@@ -519,9 +524,14 @@ void VolumeIo::submit(IoRequest* req) {
     } else {
       // Where a resync has not yet made the legs equal, only its source is current.
       const Chunk& c = p->chunks[i];
-      int leg = region_needs_source_leg(req->offset_bytes + c.req_offset_bytes, c.length_bytes)
-                    ? static_cast<int>(resync_->source)
-                    : next_read_leg(0);
+      const bool source_only =
+          region_needs_source_leg(req->offset_bytes + c.req_offset_bytes, c.length_bytes);
+      // No other leg is current there: with the source gone the data is not readable.
+      if (source_only && leg_states_[resync_->source] == LegState::kFaulty) {
+        p->subs.clear();
+        return fail_soon(IoStatus::kIoError);
+      }
+      int leg = source_only ? static_cast<int>(resync_->source) : next_read_leg(0);
       // A leg whose device for this chunk is missing cannot serve it.
       uint32_t tried = 0;
       while (leg >= 0 && p->targets[c.first_target + static_cast<uint32_t>(leg)].dev == nullptr) {
@@ -607,7 +617,12 @@ void VolumeIo::on_sub_done(DevOp* op, int res) {
       // Try another in-sync leg; the failing one is faulty if another can serve.
       const uint32_t failed = sub->leg;
       uint32_t tried = sub->tried_mask;
-      int next = next_read_leg(tried);
+      const Chunk& ch = p->chunks[sub->chunk];
+      // Where only a resync's source is current, no other leg may answer.
+      int next =
+          region_needs_source_leg(p->req->offset_bytes + ch.req_offset_bytes, ch.length_bytes)
+              ? -1
+              : next_read_leg(tried);
       // Legs without a device for this chunk cannot serve it either.
       while (next >= 0 &&
              p->targets[p->chunks[sub->chunk].first_target + static_cast<uint32_t>(next)].dev ==
@@ -706,6 +721,7 @@ void VolumeIo::intent_write_block(uint64_t block) {
   }
   std::memcpy(b.buf, in.image.data() + block * Intent::kBlockBytes, Intent::kBlockBytes);
   b.writing = true;
+  ++in_flight_;  // the owner must not close the volume under a bitmap write
   b.iov = {b.buf, Intent::kBlockBytes};
   b.op = DevOp{};
   b.op.op = Op::kWrite;
@@ -726,6 +742,7 @@ void VolumeIo::intent_block_written(uint64_t block, int res) {
   Intent& in = *intent_;
   Intent::Block& b = in.blocks[block];
   b.writing = false;
+  --in_flight_;
   if (res < 0) {
     // Without a durable bitmap a crash could leave legs silently different: refuse writes
     // rather than risk that. Reads and in-flight writes are unaffected.
@@ -737,8 +754,11 @@ void VolumeIo::intent_block_written(uint64_t block, int res) {
   } else {
     const auto* bytes = static_cast<const uint8_t*>(b.buf);
     const uint64_t first = block * Intent::kBlockBytes * 8;
+    // Set on the device and still wanted: a bit cleared in memory after this write was
+    // issued must not count as durably set, or a write could run while the rewrite of
+    // the block is about to clear it on the device.
     for (uint64_t i = 0; i < Intent::kBlockBytes * 8 && first + i < in.regions; ++i)
-      in.durable[first + i] = (bytes[i / 8] >> (i % 8)) & 1;
+      in.durable[first + i] = ((bytes[i / 8] >> (i % 8)) & 1) && in.bit(first + i);
   }
   if (b.again) {
     b.again = false;
@@ -791,7 +811,9 @@ uint64_t VolumeIo::marked_regions() const {
 }
 
 bool VolumeIo::region_needs_source_leg(uint64_t offset, uint64_t length) const {
-  if (!intent_ || !resync_->active || length == 0) return false;
+  // needs_source is set by a resync for its regions and cleared as each is copied; a region
+  // a failed resync did not copy keeps it.
+  if (!intent_ || length == 0) return false;
   const uint64_t r0 = offset / intent_->region_bytes;
   const uint64_t r1 = (offset + length - 1) / intent_->region_bytes;
   for (uint64_t r = r0; r <= r1; ++r)
@@ -811,6 +833,9 @@ Status VolumeIo::restore_leg(uint32_t leg) {
   const bool full = leg_states_[leg] == LegState::kResyncing;
   if (resync_->active || (scrub_ && scrub_->active))
     return make_error(Errc::kInUse, "a resync or scrub is already running");
+  // Writes waiting for their bitmap bits were built for the current legs: let them go first.
+  if (!intent_->waiting.empty())
+    return make_error(Errc::kInUse, "writes are waiting for the write-intent bitmap; try again");
   int source = -1;
   for (uint32_t k = 0; k < leg_states_.size() && source < 0; ++k)
     if (leg_states_[k] == LegState::kInSync) source = static_cast<int>(k);
@@ -873,7 +898,8 @@ void VolumeIo::resync_next() {
   if (rs.failed || cancel_background_ || rs.next >= rs.regions.size()) {
     const bool cancelled = !rs.failed && rs.next < rs.regions.size();
     rs.active = false;
-    for (uint64_t r : rs.regions) in.needs_source[r] = 0;
+    if (!rs.failed)
+      for (uint64_t r : rs.regions) in.needs_source[r] = 0;
     if (rs.failed) {
       // The legs whose devices failed are faulty (their bits stay set: bits only go while
       // every leg is in sync), and can be restored later. When it is not known which leg
@@ -1040,10 +1066,11 @@ void VolumeIo::resync_region_done(bool ok, Device* failed_dev) {
     }
     if (!syncs.empty()) return issue(std::move(syncs));
   }
-  // Region done (or failed): unlock it and let waiting writes go.
+  // Region done (or failed): unlock it and let waiting writes go. A region not copied keeps
+  // needing the source (reads elsewhere would return stale data).
   const uint64_t r = rs.current;
   in.locked[r] = 0;
-  in.needs_source[r] = 0;
+  if (!rs.failed) in.needs_source[r] = 0;
   if (rs.failed) {
     log::error("volume_id={} resync stopped at region {}: a device failed", volume_id_, r);
   } else {

@@ -35,8 +35,10 @@ struct DevOp {
   Device* device = nullptr;  // the device running it (set by submit())
   // Internal to the device.
   void* device_state = nullptr;
-  uint64_t done_bytes = 0;  // progress of a transfer the kernel completed in parts
-  uint32_t retries = 0;     // transient errors (EAGAIN, EINTR) retried so far
+  uint64_t done_bytes = 0;   // progress of a transfer the kernel completed in parts
+  uint32_t retries = 0;      // transient errors (EAGAIN, EINTR) retried so far
+  bool used_direct = false;  // the last attempt went through the O_DIRECT descriptor
+  bool no_direct = false;    // O_DIRECT refused this transfer: use the buffered one
 };
 
 class Device {
