@@ -763,5 +763,42 @@ TEST(IoEngineMirror, ScrubFindsExactlyTheRegionsWhereLegsDiffer) {
   EXPECT_EQ(found, damaged);
 }
 
+// When a resync's source fails, regions it has not copied yet are not served from the stale
+// targets, and the targets are not blamed.
+TEST(IoEngineMirror, FailedResyncSourceNeverServesStaleData) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  MirrorRig rig(seed);
+  rig.open();
+  const uint64_t size = rig.vol->size_bytes();
+  std::vector<uint8_t> old_data(size), new_data(size);
+  for (auto& b : old_data) b = static_cast<uint8_t>(rng());
+  for (auto& b : new_data) b = static_cast<uint8_t>(rng());
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, old_data.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  // Leg 1 is away while everything is rewritten: leg 1 holds old data, every region marked.
+  for (const Segment& s : rig.tv->info.segments)
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, new_data.data()), IoStatus::kOk);
+  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+  rig.settle();
+  rig.vol.reset();
+  for (const Segment& s : rig.tv->info.segments) {
+    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{});
+    rig.tv->devices[s.areas[0].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  }
+  // Reopened with both legs recorded in sync, the marks start a resync from leg 0 — whose
+  // devices now fail.
+  rig.open();
+  rig.settle();
+  EXPECT_EQ(rig.vol->leg_states()[1], LegState::kInSync) << "the target is not at fault";
+  std::vector<uint8_t> buf(4096);
+  const IoStatus s = run_one(*rig.loop, *rig.vol, Op::kRead, size / 2, buf.size(), buf.data());
+  EXPECT_EQ(s, IoStatus::kIoError) << "leg 1 is stale there and must not answer";
+  EXPECT_NE(std::memcmp(buf.data(), old_data.data() + size / 2, buf.size()), 0)
+      << "stale data was returned";
+}
+
 }  // namespace
 }  // namespace rsio::volmgr::io::test
