@@ -484,6 +484,19 @@ struct MirrorRig {
     }
     return out;
   }
+  // Injects `f` into every device of leg `leg`.
+  void set_leg_faults(uint32_t leg, const FaultConfig& f) {
+    for (const Segment& s : tv->info.segments) tv->devices[s.areas[leg].pv_id - 1]->set_faults(f);
+  }
+  // Fills the whole volume with random bytes (returned), durably, and waits for the bitmap.
+  std::vector<uint8_t> fill_durably(std::mt19937_64& rng) {
+    std::vector<uint8_t> data(vol->size_bytes());
+    for (auto& b : data) b = static_cast<uint8_t>(rng());
+    EXPECT_EQ(run_one(*loop, *vol, Op::kWrite, 0, data.size(), data.data()), IoStatus::kOk);
+    EXPECT_EQ(run_one(*loop, *vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
+    settle();
+    return data;
+  }
   void crash() {
     for (auto& d : tv->devices) d->crash();
     bitmap->crash();
@@ -573,15 +586,10 @@ TEST(IoEngineMirror, RestoredLegResyncsOnlyRegionsWrittenWhileAway) {
   MirrorRig rig(seed);
   rig.open();
   const uint64_t size = rig.vol->size_bytes();
-  std::vector<uint8_t> model(size);
-  for (auto& b : model) b = static_cast<uint8_t>(rng());
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
-  rig.settle();
+  std::vector<uint8_t> model = rig.fill_durably(rng);
   ASSERT_EQ(rig.vol->marked_regions(), 0u);
   // Leg 1's devices fail: the leg drops out; writes go on to leg 0 and mark their regions.
-  for (const Segment& s : rig.tv->info.segments)
-    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  rig.set_leg_faults(1, FaultConfig{.fail_everything = true});
   std::set<uint64_t> touched;
   for (int i = 0; i < 25; ++i) {
     const uint64_t len = 1 + rng() % 5000, off = rng() % (size - len);
@@ -599,8 +607,7 @@ TEST(IoEngineMirror, RestoredLegResyncsOnlyRegionsWrittenWhileAway) {
   ASSERT_EQ(rig.vol->leg_states()[1], LegState::kFaulty);
   EXPECT_EQ(rig.vol->marked_regions(), touched.size()) << "bits stay while a leg is away";
   // The leg comes back: exactly the marked regions are copied, under load.
-  for (const Segment& s : rig.tv->info.segments)
-    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{});
+  rig.set_leg_faults(1, FaultConfig{});
   ASSERT_TRUE(rig.vol->restore_leg(1));
   EXPECT_EQ(rig.vol->leg_states()[1], LegState::kResyncing);
   for (int i = 0; i < 20; ++i) {  // writes and reads while it resyncs
@@ -630,13 +637,8 @@ TEST(IoEngineMirror, ResyncResumesFromItsCheckpointAfterARestart) {
   MirrorRig rig(seed);
   rig.open();
   const uint64_t size = rig.vol->size_bytes();
-  std::vector<uint8_t> model(size);
-  for (auto& b : model) b = static_cast<uint8_t>(rng());
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
-  rig.settle();
-  for (const Segment& s : rig.tv->info.segments)
-    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  std::vector<uint8_t> model = rig.fill_durably(rng);
+  rig.set_leg_faults(1, FaultConfig{.fail_everything = true});
   // Rewrite everything while leg 1 is away: every region is marked.
   for (auto& b : model) b = static_cast<uint8_t>(rng());
   ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
@@ -644,8 +646,7 @@ TEST(IoEngineMirror, ResyncResumesFromItsCheckpointAfterARestart) {
   rig.settle();
   const uint64_t total = rig.vol->marked_regions();
   ASSERT_EQ(total, rig.regions());
-  for (const Segment& s : rig.tv->info.segments)
-    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{});
+  rig.set_leg_faults(1, FaultConfig{});
   ASSERT_TRUE(rig.vol->restore_leg(1));
   // Let about half the regions copy, then the process dies.
   rig.loop->run_until([&] { return rig.vol->resync_progress().regions_done >= total / 2; });
@@ -671,12 +672,7 @@ TEST(IoEngineMirror, ResyncingLegWithoutMarksIsCopiedInFull) {
   std::mt19937_64 rng(seed);
   MirrorRig rig(seed);
   rig.open();
-  const uint64_t size = rig.vol->size_bytes();
-  std::vector<uint8_t> model(size);
-  for (auto& b : model) b = static_cast<uint8_t>(rng());
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, model.data()), IoStatus::kOk);
-  ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
-  rig.settle();
+  std::vector<uint8_t> model = rig.fill_durably(rng);
   rig.vol.reset();
   // Leg 1 loses its data, and the bitmap holds no marks.
   for (const Segment& s : rig.tv->info.segments) {
@@ -778,8 +774,7 @@ TEST(IoEngineMirror, FailedResyncSourceNeverServesStaleData) {
   ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
   rig.settle();
   // Leg 1 is away while everything is rewritten: leg 1 holds old data, every region marked.
-  for (const Segment& s : rig.tv->info.segments)
-    rig.tv->devices[s.areas[1].pv_id - 1]->set_faults(FaultConfig{.fail_everything = true});
+  rig.set_leg_faults(1, FaultConfig{.fail_everything = true});
   ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kWrite, 0, size, new_data.data()), IoStatus::kOk);
   ASSERT_EQ(run_one(*rig.loop, *rig.vol, Op::kFlush, 0, 0, nullptr), IoStatus::kOk);
   rig.settle();
