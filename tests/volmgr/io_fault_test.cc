@@ -484,6 +484,30 @@ struct MirrorRig {
     }
     return out;
   }
+  // Writes `bytes` into leg `leg` at volume offset `vol_off` behind the engine's back (the
+  // range must lie in one segment), as a failing or replaced disk would.
+  void write_leg(uint32_t leg, uint64_t vol_off, std::vector<uint8_t> bytes) {
+    for (const Segment& s : tv->info.segments) {
+      const uint64_t start = s.start_extent * tv->extent_bytes;
+      if (vol_off < start || vol_off >= start + s.extent_count * tv->extent_bytes) continue;
+      const Area& a = s.areas[leg];
+      iovec iov{bytes.data(), bytes.size()};
+      DevOp op;
+      op.op = Op::kWrite;
+      op.offset_bytes = tv->pvs[a.pv_id - 1].data_offset_bytes +
+                        a.pv_start_extent * tv->extent_bytes + (vol_off - start);
+      op.length_bytes = bytes.size();
+      op.iov = &iov;
+      op.iov_count = 1;
+      bool done = false;
+      op.ctx = &done;
+      op.done = [](DevOp* o, int) { *static_cast<bool*>(o->ctx) = true; };
+      tv->devices[a.pv_id - 1]->submit(&op);
+      loop->run_until([&] { return done; });
+      return;
+    }
+    ADD_FAILURE() << "offset " << vol_off << " is outside the volume";
+  }
   // Injects `f` into every device of leg `leg`.
   void set_leg_faults(uint32_t leg, const FaultConfig& f) {
     for (const Segment& s : tv->info.segments) tv->devices[s.areas[leg].pv_id - 1]->set_faults(f);
@@ -675,23 +699,9 @@ TEST(IoEngineMirror, ResyncingLegWithoutMarksIsCopiedInFull) {
   std::vector<uint8_t> model = rig.fill_durably(rng);
   rig.vol.reset();
   // Leg 1 loses its data, and the bitmap holds no marks.
-  for (const Segment& s : rig.tv->info.segments) {
-    const Area& a = s.areas[1];
-    std::vector<uint8_t> zero(s.extent_count * rig.tv->extent_bytes, 0);
-    iovec iov{zero.data(), zero.size()};
-    DevOp op;
-    op.op = Op::kWrite;
-    op.offset_bytes =
-        rig.tv->pvs[a.pv_id - 1].data_offset_bytes + a.pv_start_extent * rig.tv->extent_bytes;
-    op.length_bytes = zero.size();
-    op.iov = &iov;
-    op.iov_count = 1;
-    bool done = false;
-    op.ctx = &done;
-    op.done = [](DevOp* o, int) { *static_cast<bool*>(o->ctx) = true; };
-    rig.tv->devices[a.pv_id - 1]->submit(&op);
-    rig.loop->run_until([&] { return done; });
-  }
+  for (const Segment& s : rig.tv->info.segments)
+    rig.write_leg(1, s.start_extent * rig.tv->extent_bytes,
+                  std::vector<uint8_t>(s.extent_count * rig.tv->extent_bytes, 0));
   rig.open({LegState::kInSync, LegState::kResyncing});
   rig.settle();
   EXPECT_EQ(rig.vol->stats().resync_regions, 0u) << "nothing marked: no copy starts by itself";
@@ -728,27 +738,8 @@ TEST(IoEngineMirror, ScrubFindsExactlyTheRegionsWhereLegsDiffer) {
   while (damaged.size() < 3) damaged.insert(rng() % rig.regions());
   for (uint64_t r : damaged) {
     const uint64_t vol_off = r * MirrorRig::kRegion + 100;
-    for (const Segment& s : rig.tv->info.segments) {
-      const uint64_t start = s.start_extent * rig.tv->extent_bytes;
-      if (vol_off < start || vol_off >= start + s.extent_count * rig.tv->extent_bytes) continue;
-      const Area& a = s.areas[1];
-      DevOp op;
-      uint8_t junk = 0;
-      iovec iov{&junk, 1};
-      op.op = Op::kWrite;
-      op.offset_bytes = rig.tv->pvs[a.pv_id - 1].data_offset_bytes +
-                        a.pv_start_extent * rig.tv->extent_bytes + (vol_off - start);
-      // Flip every bit of the byte there, so the damage always shows.
-      junk = static_cast<uint8_t>(~rig.tv->devices[a.pv_id - 1]->contents()[op.offset_bytes]);
-      op.length_bytes = 1;
-      op.iov = &iov;
-      op.iov_count = 1;
-      bool done = false;
-      op.ctx = &done;
-      op.done = [](DevOp* o, int) { *static_cast<bool*>(o->ctx) = true; };
-      rig.tv->devices[a.pv_id - 1]->submit(&op);
-      rig.loop->run_until([&] { return done; });
-    }
+    // Flip every bit of the byte there, so the damage always shows.
+    rig.write_leg(1, vol_off, {static_cast<uint8_t>(~rig.leg_bytes(1)[vol_off])});
   }
   ASSERT_TRUE(rig.vol->start_scrub());
   rig.settle();
