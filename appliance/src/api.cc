@@ -109,6 +109,17 @@ Route parse_target(std::string_view target) {
   return r;
 }
 
+// A mirror leg number from a path segment; nullopt unless it is a plain decimal number.
+std::optional<uint32_t> parse_leg(const std::string& text) {
+  if (text.empty() || text.size() > 2) return std::nullopt;
+  uint32_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return n;
+}
+
 Result<bool> query_flag(const Route& r, const std::string& key) {
   auto it = r.query.find(key);
   if (it == r.query.end()) return false;
@@ -618,11 +629,9 @@ ApiResponse Api::handle(const ApiRequest& req) {
       const int64_t id = (*v)->id;
       uint32_t leg = 0;
       if (!add_leg) {
-        char* end = nullptr;
-        const unsigned long n = std::strtoul(p[3].c_str(), &end, 10);
-        if (p[3].empty() || *end != '\0' || n > 64)
-          return fail(bad_request("leg must be a number"));
-        leg = static_cast<uint32_t>(n);
+        auto n = parse_leg(p[3]);
+        if (!n) return fail(bad_request("leg must be a number"));
+        leg = *n;
       }
       auto force = query_flag(route, "force");
       if (!force) return fail(force.error());
@@ -656,12 +665,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (p.size() == 3) {
         st = engine_->start_scrub((*v)->id);
       } else {
-        char* end = nullptr;
-        const unsigned long leg = std::strtoul(p[3].c_str(), &end, 10);
-        if (p[3].empty() || *end != '\0' || leg >= (*v)->spec.mirrors)
+        auto leg = parse_leg(p[3]);
+        if (!leg || *leg >= (*v)->spec.mirrors)
           return fail(
               bad_request(fmt::format("volume {} has legs 0 to {}", p[1], (*v)->spec.mirrors - 1)));
-        st = engine_->restore_leg((*v)->id, static_cast<uint32_t>(leg));
+        st = engine_->restore_leg((*v)->id, *leg);
       }
       if (!st) return fail(st.error());
       json j = volume_json(*volumes_.find_volume((*v)->id), true);

@@ -184,14 +184,27 @@ struct EngineService::Impl : io::VolumeEvents {
     return {};
   }
 
-  // Opens a volume on the engine thread and waits for the outcome. Metadata thread.
-  Status open(OpenSpec spec) {
-    auto r = call<bool>([this, spec = std::move(spec)]() -> Result<bool> {
-      RSIO_TRY_STATUS(open_on_engine(spec));
+  // Runs `fn` on the engine thread and returns its status. Metadata thread.
+  Status run(std::function<Status()> fn) {
+    auto r = call<bool>([fn = std::move(fn)]() -> Result<bool> {
+      RSIO_TRY_STATUS(fn());
       return true;
     });
     if (!r) return r.error();
     return {};
+  }
+
+  // Opens a volume on the engine thread and waits for the outcome. Metadata thread.
+  Status open(OpenSpec spec) {
+    return run([this, spec = std::move(spec)] { return open_on_engine(spec); });
+  }
+
+  // The open volume `volume_id`. Engine thread. Errors: kUnavailable.
+  Result<io::VolumeIo*> open_volume(int64_t volume_id) {
+    auto it = volumes.find(volume_id);
+    if (it == volumes.end() || !it->second.io)
+      return make_error(Errc::kUnavailable, "the volume is not open for I/O");
+    return it->second.io.get();
   }
 
   OpenSpec spec_of(const VolumeInfo& v) {
@@ -282,38 +295,30 @@ Status EngineService::legs_changed(const VolumeInfo& v, bool leg_added) {
 Status EngineService::resized(const VolumeInfo& v) {
   OpenSpec spec = impl_->spec_of(v);
   Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, spec]() -> Result<bool> {
-    auto it = raw->volumes.find(spec.info.id);
-    if (it == raw->volumes.end() || !it->second.io) {
-      RSIO_TRY_STATUS(raw->open_on_engine(spec));
-      return true;
-    }
+  return impl_->run([raw, spec]() -> Status {
+    auto vol = raw->open_volume(spec.info.id);
+    if (!vol) return raw->open_on_engine(spec);
     std::map<int64_t, const volmgr::PvInfo*> by_id;
     for (const auto& pv : spec.pvs) by_id[pv.id] = &pv;
-    RSIO_TRY_STATUS(it->second.io->update(spec.info, spec.pvs, [&](int64_t id) -> io::Device* {
+    return (*vol)->update(spec.info, spec.pvs, [&](int64_t id) -> io::Device* {
       auto p = by_id.find(id);
       return p == by_id.end() ? nullptr : raw->device(*p->second);
-    }));
-    return true;
+    });
   });
-  if (!r) return r.error();
-  return {};
 }
 
 Status EngineService::close(int64_t volume_id) {
   Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {
+  return impl_->run([raw, volume_id]() -> Status {
     auto it = raw->volumes.find(volume_id);
-    if (it == raw->volumes.end()) return true;
+    if (it == raw->volumes.end()) return {};
     if (it->second.io && it->second.io->in_flight() > 0)
       return make_error(Errc::kInUse,
                         "the volume has a resync or scrub running; wait for it to "
                         "finish (smgr -qv shows progress)");
     raw->volumes.erase(it);
-    return true;
+    return {};
   });
-  if (!r) return r.error();
-  return {};
 }
 
 Status EngineService::forget(const VolumeInfo& v) {
@@ -327,36 +332,27 @@ Status EngineService::forget(const VolumeInfo& v) {
 
 void EngineService::device_removed(int64_t pv_id) {
   Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, pv_id]() -> Result<bool> {
+  Status st = impl_->run([raw, pv_id]() -> Status {
     raw->devices.erase(pv_id);
-    return true;
+    return {};
   });
-  if (!r) log::warn("pv_id={}: the I/O engine kept its handle: {}", pv_id, r.error().message);
+  if (!st) log::warn("pv_id={}: the I/O engine kept its handle: {}", pv_id, st.error().message);
 }
 
 Status EngineService::start_scrub(int64_t volume_id) {
   Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, volume_id]() -> Result<bool> {
-    auto it = raw->volumes.find(volume_id);
-    if (it == raw->volumes.end() || !it->second.io)
-      return make_error(Errc::kUnavailable, "the volume is not open for I/O");
-    RSIO_TRY_STATUS(it->second.io->start_scrub());
-    return true;
+  return impl_->run([raw, volume_id]() -> Status {
+    RSIO_TRY(io::VolumeIo * vol, raw->open_volume(volume_id));
+    return vol->start_scrub();
   });
-  if (!r) return r.error();
-  return {};
 }
 
 Status EngineService::restore_leg(int64_t volume_id, uint32_t leg) {
   Impl* raw = impl_.get();
-  auto r = impl_->call<bool>([raw, volume_id, leg]() -> Result<bool> {
-    auto it = raw->volumes.find(volume_id);
-    if (it == raw->volumes.end() || !it->second.io)
-      return make_error(Errc::kUnavailable, "the volume is not open for I/O");
-    RSIO_TRY_STATUS(it->second.io->restore_leg(leg));
-    return true;
-  });
-  if (!r) return r.error();
+  RSIO_TRY_STATUS(impl_->run([raw, volume_id, leg]() -> Status {
+    RSIO_TRY(io::VolumeIo * vol, raw->open_volume(volume_id));
+    return vol->restore_leg(leg);
+  }));
   // Persist at once: a restart resumes the resync.
   return impl_->vm.set_leg_state(volume_id, leg, LegState::kResyncing, "restored by the admin");
 }
