@@ -146,6 +146,7 @@ class Daemon:
     def start(self, extra_args=()):
         """Starts rsiod and waits until its API answers; returns the seconds that took."""
         cmd = [self.rsiod, "--state-dir", self.state_dir, "--socket", self.socket_path,
+               "--listen", "127.0.0.1:0",
                *extra_args]
         with open(self.log_path, "ab") as log:
             log.write(f"==== {' '.join(cmd)}\n".encode())

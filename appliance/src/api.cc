@@ -378,13 +378,20 @@ ApiResponse Api::handle(const ApiRequest& req) {
   // GET /1.0
   if (p.empty()) {
     if (m != "GET") return method_not_allowed();
+    json listen = json::array();
+    if (engine_ != nullptr)
+      for (const auto& a : engine_->export_addresses())
+        listen.push_back(a.host.find(':') != std::string::npos
+                             ? fmt::format("[{}]:{}", a.host, a.port)
+                             : fmt::format("{}:{}", a.host, a.port));
     return ok(
         200, json{{"api_version", kApiVersion},
                   {"product", "rsio"},
                   {"version", info_.version},
                   {"state_dir", info_.state_dir},
                   {"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
-                  {"started_ms", info_.started_ms}});
+                  {"started_ms", info_.started_ms},
+                  {"rsio_listen", listen}});
   }
 
   if (res == "pools") {
@@ -709,7 +716,14 @@ ApiResponse Api::handle(const ApiRequest& req) {
     if (p.size() == 2 && m == "DELETE") {
       auto force = query_flag(route, "force");
       if (!force) return fail(force.error());
+      std::vector<Grant> dropped;
+      if (const Client* c = catalog_.find_client(p[1]))
+        for (const Grant& g : catalog_.grants())
+          if (g.client_id == c->id) dropped.push_back(g);
       if (Status st = catalog_.delete_client(p[1], *force); !st) return fail(st.error());
+      if (engine_ != nullptr)
+        for (const Grant& g : dropped)
+          engine_->grant_changed(g.volume_id, g.client_id, true, false);
       return ok(200, json{{"deleted", p[1]}});
     }
     return p.size() <= 2 ? method_not_allowed() : not_found();
@@ -739,12 +753,17 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (!v) return fail(v.error());
       auto g = catalog_.grant((*v)->id, *client, access);
       if (!g) return fail(g.error());
+      if (engine_ != nullptr)
+        engine_->grant_changed(g->volume_id, g->client_id, false, g->access == Access::kReadOnly);
       return ok(201, grant_json(*g));
     }
     if (p.size() == 3 && m == "DELETE") {
       auto v = find_volume(p[1]);
       if (!v) return fail(v.error());
+      const Client* who = catalog_.find_client(p[2]);
+      const int64_t who_id = who != nullptr ? who->id : 0;
       if (Status st = catalog_.revoke((*v)->id, p[2]); !st) return fail(st.error());
+      if (engine_ != nullptr) engine_->grant_changed((*v)->id, who_id, true, false);
       return ok(
           200,
           json{{"revoked",
@@ -753,22 +772,60 @@ ApiResponse Api::handle(const ApiRequest& req) {
     return p.size() <= 3 ? method_not_allowed() : not_found();
   }
 
-  // Sessions and open volumes belong to the RSIO export service; until a listener runs
-  // there are none, but the resources exist so scripts can rely on them.
+  // Sessions and open volumes come from the RSIO export service on the engine thread.
   if (res == "sessions" && p.size() == 1) {
     if (m != "GET") return method_not_allowed();
+    json list = json::array();
+    const auto sessions =
+        engine_ != nullptr ? engine_->sessions() : std::vector<server::SessionInfo>{};
+    for (const auto& si : sessions) {
+      json paths = json::array();
+      for (const auto& pi : si.paths)
+        paths.push_back(
+            {{"path_id", pi.path_id},
+             {"local", pi.local},
+             {"remote", pi.remote},
+             {"state", pi.connected ? "connected" : "closing"},
+             {"requests", pi.requests},
+             {"in_flight", pi.in_flight},
+             {"description", fmt::format("IP(TCP) {}<->{} {}  tx: ok rx: ok", pi.local, pi.remote,
+                                         pi.connected ? "connected" : "closing")}});
+      json handles = json::array();
+      for (const auto& h : si.handles)
+        handles.push_back({{"handle", h.handle},
+                           {"volume", h.volume},
+                           {"mode", h.read_only ? "RO" : "RW"},
+                           {"revoked", h.revoked}});
+      list.push_back({{"session_id", fmt::format("{:016x}", si.session_id)},
+                      {"client_id", si.client_id},
+                      {"client", si.node_name},
+                      {"platform", si.platform},
+                      {"paths", paths},
+                      {"handles", handles}});
+    }
     return ok(
         200, json{{"namespace", {{"name", info_.namespace_name}, {"index", info_.namespace_index}}},
-                  {"sessions", json::array()}});
+                  {"sessions", list}});
   }
   if (res == "opens" && p.size() == 1) {
     if (m != "GET") return method_not_allowed();
+    const auto sessions =
+        engine_ != nullptr ? engine_->sessions() : std::vector<server::SessionInfo>{};
     json list = json::array();
-    for (const VolumeInfo* v : volumes_.volumes())
+    for (const VolumeInfo* v : volumes_.volumes()) {
+      json openers = json::array();
+      for (const auto& si : sessions)
+        for (const auto& h : si.handles)
+          if (h.volume_id == v->id && !h.revoked)
+            openers.push_back({{"client_id", si.client_id},
+                               {"client", si.node_name},
+                               {"handle", h.handle},
+                               {"mode", h.read_only ? "RO" : "RW"}});
       list.push_back({{"volume", v->name},
                       {"volume_id", v->id},
                       {"namespace_index", info_.namespace_index},
-                      {"openers", json::array()}});
+                      {"openers", openers}});
+    }
     return ok(200, json{{"volumes", list}});
   }
   return not_found();

@@ -15,6 +15,7 @@
 #include <map>
 #include <thread>
 
+#include "appliance/catalog.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -37,9 +38,20 @@ struct OpenSpec {
   bool mark_all_regions = false;  // a leg was added: copy everything to it
 };
 
+// Posts to the engine loop while it exists: work queued on the metadata thread may answer
+// after the engine has stopped.
+struct LoopRef {
+  std::mutex mu;
+  io::Loop* loop = nullptr;  // GUARDED_BY(mu)
+  void post(std::function<void()> fn) {
+    std::lock_guard lock(mu);
+    if (loop != nullptr) loop->post(std::move(fn));
+  }
+};
+
 }  // namespace
 
-struct EngineService::Impl : io::VolumeEvents {
+struct EngineService::Impl : io::VolumeEvents, server::ExportBackend {
   volmgr::VolumeManager& vm;  // metadata thread only
   boost::asio::any_io_executor meta;
   std::string bitmap_dir;
@@ -55,6 +67,9 @@ struct EngineService::Impl : io::VolumeEvents {
     std::string reason;
   };
   std::map<int64_t, Vol> volumes;
+  std::unique_ptr<server::ExportServer> exporter;
+  const Catalog* catalog = nullptr;  // metadata thread only
+  std::shared_ptr<LoopRef> loop_ref = std::make_shared<LoopRef>();
 
   Impl(volmgr::VolumeManager& v, boost::asio::any_io_executor m, std::string dir)
       : vm(v), meta(std::move(m)), bitmap_dir(std::move(dir)) {}
@@ -85,6 +100,53 @@ struct EngineService::Impl : io::VolumeEvents {
         log::error("cannot record in-sync leg: volume_id={} leg={}: {}", volume_id, leg,
                    st.error().message);
     });
+  }
+
+  // ExportBackend (engine thread): answers are computed on the metadata thread, which owns
+  // the catalog and the volume manager, and posted back.
+  void lookup_node(const std::string& name,
+                   std::function<void(std::optional<server::NodeInfo>)> done) override {
+    boost::asio::post(meta, [cat = catalog, ref = loop_ref, name, done = std::move(done)] {
+      std::optional<server::NodeInfo> n;
+      if (const Client* c = cat->find_client(name)) n = server::NodeInfo{c->id, c->node_key};
+      ref->post([done, n] { done(n); });
+    });
+  }
+  void list_volumes(int64_t client_id,
+                    std::function<void(std::vector<wire::VolumeEntry>)> done) override {
+    boost::asio::post(
+        meta, [cat = catalog, &vm = vm, ref = loop_ref, client_id, done = std::move(done)] {
+          std::vector<wire::VolumeEntry> out;
+          for (const Grant& g : cat->grants()) {
+            if (g.client_id != client_id) continue;
+            const VolumeInfo* v = vm.find_volume(g.volume_id);
+            if (v == nullptr) continue;
+            out.push_back({v->size_bytes, 512, g.access == Access::kReadOnly, v->name});
+          }
+          ref->post([done, out = std::move(out)] { done(out); });
+        });
+  }
+  void check_open(int64_t client_id, const std::string& volume_name, bool read_only,
+                  std::function<void(server::OpenAnswer)> done) override {
+    boost::asio::post(meta, [cat = catalog, &vm = vm, ref = loop_ref, client_id, volume_name,
+                             read_only, done = std::move(done)] {
+      server::OpenAnswer a;
+      a.status = wire::StatusCode::kNotFound;
+      if (const VolumeInfo* v = vm.find_volume(volume_name)) {
+        for (const Grant& g : cat->grants_of_volume(v->id)) {
+          if (g.client_id != client_id) continue;
+          a.status = wire::StatusCode::kOk;
+          a.volume_id = v->id;
+          a.volume_name = v->name;
+          a.read_only = read_only || g.access == Access::kReadOnly;
+        }
+      }
+      ref->post([done, a] { done(a); });
+    });
+  }
+  io::VolumeIo* volume_io(int64_t volume_id) override {
+    auto it = volumes.find(volume_id);
+    return it == volumes.end() ? nullptr : it->second.io.get();
   }
 
   io::Device* device(const volmgr::PvInfo& pv) {
@@ -244,8 +306,23 @@ Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManage
       return;
     }
     raw->loop = std::move(*loop);
+    {
+      std::lock_guard lock(raw->loop_ref->mu);
+      raw->loop_ref->loop = raw->loop.get();
+    }
     ready.set_value(Status{});
     raw->loop->run();
+    {
+      std::lock_guard lock(raw->loop_ref->mu);
+      raw->loop_ref->loop = nullptr;
+    }
+    if (raw->exporter) {
+      // stop_export() was not called (start-up failed later): close what is left.
+      bool done = false;
+      raw->exporter->shutdown([&done] { done = true; });
+      raw->loop->run_until([&done] { return done; });
+      raw->exporter.reset();
+    }
     // Shutdown: let background work stop at a region boundary, then close everything.
     for (auto& [id, v] : raw->volumes)
       if (v.io) v.io->cancel_background();
@@ -280,6 +357,7 @@ Result<std::unique_ptr<EngineService>> EngineService::start(volmgr::VolumeManage
 EngineService::EngineService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 EngineService::~EngineService() {
+  stop_export();
   impl_->loop->stop();
   impl_->thread.join();
 }
@@ -300,10 +378,12 @@ Status EngineService::resized(const VolumeInfo& v) {
     if (!vol) return raw->open_on_engine(spec);
     std::map<int64_t, const volmgr::PvInfo*> by_id;
     for (const auto& pv : spec.pvs) by_id[pv.id] = &pv;
-    return (*vol)->update(spec.info, spec.pvs, [&](int64_t id) -> io::Device* {
+    RSIO_TRY_STATUS((*vol)->update(spec.info, spec.pvs, [&](int64_t id) -> io::Device* {
       auto p = by_id.find(id);
       return p == by_id.end() ? nullptr : raw->device(*p->second);
-    });
+    }));
+    if (raw->exporter) raw->exporter->volume_resized(spec.info.id, (*vol)->size_bytes());
+    return {};
   });
 }
 
@@ -322,6 +402,12 @@ Status EngineService::close(int64_t volume_id) {
 }
 
 Status EngineService::forget(const VolumeInfo& v) {
+  Impl* raw = impl_.get();
+  const int64_t id = v.id;
+  RSIO_TRY_STATUS(impl_->run([raw, id]() -> Status {
+    if (raw->exporter) raw->exporter->volume_closed(id);
+    return {};
+  }));
   RSIO_TRY_STATUS(close(v.id));
   // The bitmap belongs to the volume: nothing else may inherit its marks.
   const std::string path = impl_->bitmap_dir + "/" + v.uuid.str() + ".wib";
@@ -392,6 +478,63 @@ VolumeIoStatus EngineService::status(int64_t volume_id) {
     return s;
   }
   return *r;
+}
+
+Status EngineService::start_export(const Catalog& catalog, server::ServerOptions options) {
+  impl_->catalog = &catalog;
+  Impl* raw = impl_.get();
+  return impl_->run([raw, options = std::move(options)]() -> Status {
+    RSIO_TRY(auto srv, server::ExportServer::start(*raw->loop, *raw, options));
+    raw->exporter = std::move(srv);
+    return {};
+  });
+}
+
+std::vector<server::ListenAddress> EngineService::export_addresses() {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<std::vector<server::ListenAddress>>(
+      [raw]() -> Result<std::vector<server::ListenAddress>> {
+        if (!raw->exporter) return std::vector<server::ListenAddress>{};
+        return raw->exporter->addresses();
+      });
+  return r ? *r : std::vector<server::ListenAddress>{};
+}
+
+std::vector<server::SessionInfo> EngineService::sessions() {
+  Impl* raw = impl_.get();
+  auto r = impl_->call<std::vector<server::SessionInfo>>(
+      [raw]() -> Result<std::vector<server::SessionInfo>> {
+        if (!raw->exporter) return std::vector<server::SessionInfo>{};
+        return raw->exporter->sessions();
+      });
+  return r ? *r : std::vector<server::SessionInfo>{};
+}
+
+void EngineService::grant_changed(int64_t volume_id, int64_t client_id, bool revoked,
+                                  bool read_only) {
+  Impl* raw = impl_.get();
+  (void)impl_->run([=]() -> Status {
+    if (raw->exporter) raw->exporter->grant_changed(volume_id, client_id, revoked, read_only);
+    return {};
+  });
+}
+
+void EngineService::stop_export() {
+  Impl* raw = impl_.get();
+  auto promise = std::make_shared<std::promise<void>>();
+  auto done = promise->get_future();
+  impl_->loop->post([raw, promise] {
+    if (!raw->exporter) return promise->set_value();
+    raw->exporter->shutdown([raw, promise] {
+      // Destroyed after the current callback has returned.
+      raw->loop->defer([raw, promise] {
+        raw->exporter.reset();
+        promise->set_value();
+      });
+    });
+  });
+  if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+    log::warn("the RSIO export service did not stop in time");
 }
 
 }  // namespace rsio::appliance

@@ -47,6 +47,7 @@ struct Options {
   std::string init_pool_size;
   std::string log_level = "info";
   std::string resync_rate = "0";
+  std::vector<std::string> listen = {"0.0.0.0:5000"};
 };
 
 // Holds an exclusive lock on the state directory for the daemon's lifetime, so two daemons
@@ -240,6 +241,34 @@ int run(const Options& opt) {
     }
   }
 
+  // The RSIO export service: listen addresses are checked before anything else listens.
+  server::ServerOptions export_opt;
+  bool exporting = true;
+  for (const std::string& l : opt.listen) {
+    if (l == "none") {
+      exporting = false;
+      continue;
+    }
+    auto a = server::parse_listen_address(l);
+    if (!a) {
+      log::error("--listen: {}", a.error().message);
+      return 2;
+    }
+    export_opt.listen.push_back(*a);
+  }
+  if (exporting && !export_opt.listen.empty()) {
+    if (engine == nullptr) {
+      log::error("cannot export volumes over RSIO: the I/O engine is not running");
+    } else if (Status st = engine->start_export(*catalog, export_opt); !st) {
+      log::error("cannot start: {}", st.error().message);
+      return 1;
+    }
+  }
+  std::string listening;
+  if (engine != nullptr)
+    for (const auto& a : engine->export_addresses())
+      listening += fmt::format("{}{}:{}", listening.empty() ? "" : ",", a.host, a.port);
+
   asio::io_context io(1);
   auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);
   if (!server) {
@@ -260,14 +289,16 @@ int run(const Options& opt) {
   (*server)->start();
   size_t pools = 0, vols = volumes->volumes().size();
   pools = volumes->pools().size();
-  log::info("rsiod {} ready: state_dir={} socket={} pools={} volumes={} clients={}", RSIO_VERSION,
-            state_dir, opt.socket_path, pools, vols, catalog->clients().size());
+  log::info("rsiod {} ready: state_dir={} socket={} rsio={} pools={} volumes={} clients={}",
+            RSIO_VERSION, state_dir, opt.socket_path, listening.empty() ? "off" : listening, pools,
+            vols, catalog->clients().size());
   notify("READY=1");
 
   io.run();  // returns once the server stopped and its connections are gone
 
   // The engine stops its background work and closes the volumes; state changes it still
   // reports are persisted by the metadata thread before that stops.
+  if (engine != nullptr) engine->stop_export();
   engine.reset();
   meta_guard.reset();
   meta_thread.join();
@@ -300,6 +331,10 @@ int main(int argc, char** argv) {
   app.add_option("--resync-rate", opt.resync_rate,
                  "Limit mirror resync copying to this many bytes per second (e.g. 100M; 0: no "
                  "limit)")
+      ->capture_default_str();
+  app.add_option("--listen", opt.listen,
+                 "Serve RSIO on ADDR:PORT (repeatable; [V6]:PORT for IPv6; port 0 picks a free "
+                 "one; \"none\" serves no RSIO)")
       ->capture_default_str();
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))

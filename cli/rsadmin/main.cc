@@ -132,6 +132,8 @@ Status list_sessions(ApiClient& api, const Args& a) {
         fmt::format("    {:03} (id {:>3}) {:<16}", r["namespace"]["index"].get<int>(),
                     s["client_id"].get<int64_t>(), s["client"].get<std::string>());
     if (a.verbose >= 2) line += " " + s.value("platform", std::string());
+    // A session that lost its paths is kept a while for the node to join again.
+    if (s["paths"].empty()) line += "  (no path: waiting for the node to reconnect)";
     fmt::print("{}\n", rstrip(line));
     if (a.verbose >= 3)
       for (const auto& p : s["paths"])

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -92,6 +93,11 @@ bool Daemon::start(const std::vector<std::string>& extra) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     std::vector<std::string> argv = {rsiod_, "--state-dir", state_dir_, "--socket", socket_};
+    // Tests run in parallel: each daemon takes a free RSIO port unless the test names one.
+    if (std::find(extra.begin(), extra.end(), "--listen") == extra.end()) {
+      argv.push_back("--listen");
+      argv.push_back("127.0.0.1:0");
+    }
     argv.insert(argv.end(), extra.begin(), extra.end());
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
@@ -121,6 +127,26 @@ int Daemon::stop() {
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void Daemon::kill9() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+uint16_t Daemon::rsio_port() const {
+  // The last "ready" line: rsio=ADDR:PORT[,ADDR:PORT...]
+  const std::string text = log();
+  const auto at = text.rfind(" rsio=");
+  if (at == std::string::npos) return 0;
+  const auto end = text.find_first_of(", ", at + 6);
+  const std::string addr = text.substr(at + 6, end - at - 6);
+  const auto colon = addr.rfind(':');
+  if (colon == std::string::npos) return 0;
+  return static_cast<uint16_t>(std::stoi(addr.substr(colon + 1)));
 }
 
 std::string Daemon::log() const {

@@ -42,6 +42,11 @@ class Daemon {
   bool start(const std::vector<std::string>& extra = {});
   // SIGTERM and wait; returns the exit code.
   int stop();
+  // SIGKILL and wait, as a crash would end it.
+  void kill9();
+  pid_t pid() const { return pid_; }
+  // The RSIO port rsiod reported in its ready line (0 when none).
+  uint16_t rsio_port() const;
   bool running() const { return pid_ > 0; }
   std::string log() const;
   const std::string& socket() const { return socket_; }

@@ -16,10 +16,13 @@
 #include <vector>
 
 #include "common/result.h"
+#include "rsio/server.h"
 #include "volmgr/io/volume_io.h"
 #include "volmgr/volume_manager.h"
 
 namespace rsio::appliance {
+
+class Catalog;
 
 struct VolumeIoStatus {
   bool open = false;
@@ -61,6 +64,18 @@ class EngineService {
   VolumeIoStatus status(int64_t volume_id);
   // True while the volume has a resync or scrub running.
   bool busy(int64_t volume_id);
+
+  // Starts the RSIO export service on the engine thread. Node keys, grants and volume names
+  // come from `catalog` and the VolumeManager, read on the metadata thread. Errors as
+  // ExportServer::start (an address in use, ...).
+  Status start_export(const Catalog& catalog, server::ServerOptions options);
+  // The addresses the export service listens on (empty when it is not running).
+  std::vector<server::ListenAddress> export_addresses();
+  std::vector<server::SessionInfo> sessions();
+  // A grant was revoked or changed: open handles follow at once.
+  void grant_changed(int64_t volume_id, int64_t client_id, bool revoked, bool read_only);
+  // Tells connected clients that the service is going down and closes their paths.
+  void stop_export();
 
   struct Impl;
 

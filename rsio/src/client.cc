@@ -1,0 +1,1093 @@
+// Thread model: see client.h. Everything in Impl runs on the library's I/O thread, except the
+// `incoming` queue (guarded by in_mu) and the stats snapshot (guarded by stats_mu).
+//
+// Each path runs one coroutine: connect, authenticate (new or join session), read replies
+// until the connection fails, back off, repeat. Writes are queued per path and sent with one
+// gathered write at a time. A request in flight on a path that fails is parked in a fence
+// group; once FENCE(path) is answered on another path of the same session it is re-issued
+// (docs/wire-protocol.md §5.3). When the session itself is gone (server restart) the next
+// path creates a new one, re-opens every volume, and the parked requests go out again.
+#include "rsio/client.h"
+
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/utsname.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/ids.h"
+#include "common/log.h"
+#include "rsio/auth.h"
+
+namespace rsio::client {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using wire::Opcode;
+using wire::StatusCode;
+
+namespace {
+
+uint8_t op(Opcode o) { return static_cast<uint8_t>(o); }
+
+std::string default_platform() {
+  utsname u{};
+  if (::uname(&u) != 0) return "Linux";
+  std::string rel = u.release;
+  // "6.1.0-18-amd64" -> "6.1"
+  const auto dot = rel.find('.');
+  if (dot != std::string::npos) {
+    const auto end = rel.find_first_not_of("0123456789", dot + 1);
+    rel = rel.substr(0, end);
+  }
+  return fmt::format("{} {}  {}   little endian", u.sysname, rel,
+                     sizeof(void*) == 8 ? "LP64" : "ILP32");
+}
+
+struct Frame {
+  std::array<uint8_t, wire::kRequestHeaderBytes> hdr{};
+  const uint8_t* data = nullptr;
+  uint32_t len = 0;
+  std::shared_ptr<std::vector<uint8_t>> owned;
+};
+
+using ControlDone = std::function<void(StatusCode, std::vector<uint8_t>)>;
+
+}  // namespace
+
+Result<PathSpec> parse_path(std::string_view text) {
+  PathSpec p;
+  if (const auto at = text.find('@'); at != std::string_view::npos) {
+    p.bind = std::string(text.substr(at + 1));
+    text = text.substr(0, at);
+  }
+  std::string_view host = text, port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos)
+      return make_error(Errc::kInvalidArgument, fmt::format("server {}: missing ]", text));
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':')
+        return make_error(Errc::kInvalidArgument, fmt::format("server {}: expected :PORT", text));
+      port = text.substr(close + 2);
+    }
+  } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty()) return make_error(Errc::kInvalidArgument, "server address is empty");
+  p.host = std::string(host);
+  if (!port.empty()) {
+    unsigned v = 0;
+    for (char c : port) {
+      if (c < '0' || c > '9' || v > 65535)
+        return make_error(Errc::kInvalidArgument, fmt::format("server {}: bad port", text));
+      v = v * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (v == 0 || v > 65535)
+      return make_error(Errc::kInvalidArgument, fmt::format("server {}: bad port", text));
+    p.port = static_cast<uint16_t>(v);
+  }
+  return p;
+}
+
+struct Path {
+  size_t index = 0;
+  PathSpec spec;
+  std::unique_ptr<tcp::socket> sock;
+  bool ready = false;
+  uint64_t conn_gen = 0;
+  uint32_t path_id = 0;
+  uint64_t session_id = 0;
+  std::unordered_map<uint64_t, Io*> ios;
+  std::unordered_map<uint64_t, ControlDone> controls;
+  std::vector<Frame> wq, writing;
+  bool write_active = false;
+  std::vector<uint8_t> rbuf = std::vector<uint8_t>(256 * 1024);
+  size_t rpos = 0, rlen = 0;
+  int64_t last_rx_ms = 0;
+  bool keepalive_out = false;
+  std::string endpoint, last_error;
+  uint64_t requests = 0;
+  uint32_t attempt = 0;
+  bool ever_ready = false;
+  bool auth_refused = false;
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+struct Client::Impl : std::enable_shared_from_this<Impl> {
+  ClientOptions opt;
+  asio::io_context ctx{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
+  bool stopping = false;
+  std::vector<std::unique_ptr<Path>> paths;
+  uint32_t rr = 0;
+
+  // Session.
+  uint64_t session_id = 0;
+  bool creating = false;
+  struct Vol {
+    std::string name;
+    bool ro = false;
+    uint32_t handle = 0;
+    uint64_t session = 0;  // session the handle belongs to
+    bool opening = false;
+    bool closed = false;
+    StatusCode failed = StatusCode::kOk;  // re-open refused
+    uint64_t size = 0;
+    uint32_t flags = 0;
+    uint32_t block_size = 512;
+  };
+  std::map<uint32_t, Vol> vols;
+  uint32_t next_vol = 0;
+  std::deque<Io*> pending;
+  struct FenceGroup {
+    uint64_t session_id = 0;
+    uint32_t path_id = 0;
+    std::vector<Io*> ios;
+    bool sent = false;
+  };
+  std::deque<FenceGroup> fences;
+  uint64_t next_tag = 0;
+
+  std::mutex in_mu;
+  std::vector<Io*> incoming;  // GUARDED_BY(in_mu)
+  bool drain_posted = false;  // GUARDED_BY(in_mu)
+
+  mutable std::mutex stats_mu;
+  ClientStats st;  // GUARDED_BY(stats_mu) for readers on other threads
+
+  // connect(): the first path's outcome.
+  std::promise<Status> first;
+  bool first_set = false;
+
+  explicit Impl(ClientOptions o) : opt(std::move(o)) {}
+
+  void set_first(Status s) {
+    if (first_set) return;
+    first_set = true;
+    first.set_value(std::move(s));
+  }
+
+  // --- paths -------------------------------------------------------------------------------
+
+  asio::awaitable<void> run_path(Path* p) {
+    while (!stopping) {
+      const bool ok = co_await connect_and_auth(p);
+      if (stopping) break;
+      if (ok) {
+        co_await read_loop(p);
+        path_down(p);
+      } else if (p->sock) {
+        error_code ec;
+        p->sock->close(ec);
+      }
+      if (stopping) break;
+      if (!p->ever_ready && p->auth_refused) {
+        // Every path refused: the key is wrong. connect() reports it; no retry storm.
+        bool all_refused = true;
+        for (auto& q : paths) all_refused = all_refused && !q->ever_ready && q->auth_refused;
+        if (all_refused)
+          set_first(make_error(Errc::kPermissionDenied,
+                               fmt::format("the server refused node {}: wrong node name or key "
+                                           "(check rsadmin -qv on the server)",
+                                           opt.node_name)));
+      }
+      const uint32_t shift = std::min<uint32_t>(p->attempt, 10);
+      const uint64_t wait =
+          std::min<uint64_t>(uint64_t{opt.reconnect_min_ms} << shift, opt.reconnect_max_ms);
+      ++p->attempt;
+      p->timer->expires_after(std::chrono::milliseconds(wait));
+      error_code ec;
+      co_await p->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  // Reads exactly n bytes into out with the path's deadline already armed.
+  asio::awaitable<bool> read_frame(Path* p, std::vector<uint8_t>& hdr_and_payload) {
+    error_code ec;
+    hdr_and_payload.resize(wire::kReplyHeaderBytes);
+    co_await asio::async_read(*p->sock, asio::buffer(hdr_and_payload),
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return false;
+    const auto h = wire::decode_reply_header(hdr_and_payload.data());
+    if (h.payload_len > wire::kMaxHandshakePayload) co_return false;
+    hdr_and_payload.resize(wire::kReplyHeaderBytes + h.payload_len);
+    co_await asio::async_read(
+        *p->sock, asio::buffer(hdr_and_payload.data() + wire::kReplyHeaderBytes, h.payload_len),
+        asio::redirect_error(asio::use_awaitable, ec));
+    co_return !ec;
+  }
+
+  asio::awaitable<bool> connect_and_auth(Path* p) {
+    ++p->conn_gen;
+    p->sock = std::make_unique<tcp::socket>(ctx);
+    p->rpos = p->rlen = 0;
+    p->auth_refused = false;
+    error_code ec;
+    // Who creates the session: the first path that finds none; the others wait and join.
+    while (session_id == 0 && creating && !stopping) {
+      p->timer->expires_after(std::chrono::milliseconds(20));
+      co_await p->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (stopping) co_return false;
+    const uint64_t join = session_id;
+    if (join == 0) creating = true;
+    struct CreatingGuard {
+      Impl* impl;
+      bool active;
+      ~CreatingGuard() {
+        if (active) impl->creating = false;
+      }
+    } guard_creating{this, join == 0};
+
+    tcp::resolver resolver(ctx);
+    auto results = co_await resolver.async_resolve(p->spec.host, std::to_string(p->spec.port),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      p->last_error = fmt::format("resolve {}: {}", p->spec.host, ec.message());
+      co_return false;
+    }
+    // One deadline for connect and handshake: the socket is closed when it passes.
+    const uint64_t gen = p->conn_gen;
+    asio::steady_timer deadline(ctx);
+    deadline.expires_after(std::chrono::milliseconds(opt.connect_timeout_ms));
+    deadline.async_wait([p, gen](error_code e) {
+      if (!e && p->conn_gen == gen && p->sock && !p->ready) {
+        error_code ignored;
+        p->sock->close(ignored);
+      }
+    });
+    tcp::endpoint remote = *results.begin();
+    p->sock->open(remote.protocol(), ec);
+    if (!ec && !p->spec.bind.empty()) {
+      auto local = asio::ip::make_address(p->spec.bind, ec);
+      if (!ec) p->sock->bind(tcp::endpoint(local, 0), ec);
+      if (ec) {
+        p->last_error = fmt::format("bind {}: {}", p->spec.bind, ec.message());
+        co_return false;
+      }
+    }
+    if (ec) {
+      p->last_error = ec.message();
+      co_return false;
+    }
+    co_await p->sock->async_connect(remote, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      p->last_error = fmt::format("connect {}:{}: {}", p->spec.host, p->spec.port, ec.message());
+      co_return false;
+    }
+    p->sock->set_option(tcp::no_delay(true), ec);
+    const unsigned int uto = 3 * opt.heartbeat_ms + 7000;
+    ::setsockopt(p->sock->native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+    {
+      auto le = p->sock->local_endpoint(ec);
+      p->endpoint = fmt::format("{}/{}<->{}/{}", le.address().to_string(), le.port(),
+                                remote.address().to_string(), remote.port());
+    }
+
+    // HELLO.
+    wire::Hello hello;
+    hello.mode = join != 0 ? 1 : 0;
+    hello.session_id = join;
+    hello.node_name = opt.node_name;
+    hello.platform = opt.platform;
+    if (!auth::random_bytes(hello.client_nonce)) {
+      p->last_error = "no randomness for the client nonce";
+      co_return false;
+    }
+    std::vector<uint8_t> payload;
+    encode_payload(hello, payload);
+    std::vector<uint8_t> frame(wire::kRequestHeaderBytes);
+    wire::RequestHeader h;
+    h.opcode = op(Opcode::kHello);
+    h.tag = 1;
+    h.payload_len = static_cast<uint32_t>(payload.size());
+    wire::encode(h, frame.data());
+    frame.insert(frame.end(), payload.begin(), payload.end());
+    co_await asio::async_write(*p->sock, asio::buffer(frame),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    std::vector<uint8_t> reply;
+    if (ec || !co_await read_frame(p, reply)) {
+      p->last_error = "connection lost during the handshake";
+      co_return false;
+    }
+    auto rh = wire::decode_reply_header(reply.data());
+    if (rh.status != 0) {
+      p->last_error = fmt::format("server answered HELLO with {}", wire::status_name(rh.status));
+      co_return false;
+    }
+    auto hr = wire::decode_hello_reply(std::span(reply).subspan(wire::kReplyHeaderBytes));
+    if (!hr) {
+      p->last_error = "malformed HELLO reply";
+      co_return false;
+    }
+    auth::Transcript t;
+    t.add(frame);
+    t.add(reply);
+    const auth::Digest transcript = t.finish();
+    const auth::Digest proof = auth::client_proof(opt.node_key, transcript);
+    // AUTH.
+    std::vector<uint8_t> af(wire::kRequestHeaderBytes);
+    h = {};
+    h.opcode = op(Opcode::kAuth);
+    h.tag = 2;
+    h.payload_len = wire::kProofBytes;
+    wire::encode(h, af.data());
+    af.insert(af.end(), proof.begin(), proof.end());
+    co_await asio::async_write(*p->sock, asio::buffer(af),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || !co_await read_frame(p, reply)) {
+      p->last_error = "connection lost during authentication";
+      co_return false;
+    }
+    rh = wire::decode_reply_header(reply.data());
+    if (rh.status == static_cast<uint32_t>(StatusCode::kAuthFailed)) {
+      p->last_error = "authentication failed (wrong node name or key)";
+      p->auth_refused = true;
+      co_return false;
+    }
+    if (rh.status == static_cast<uint32_t>(StatusCode::kNoSession)) {
+      // The server lost the session (restart, or linger time passed): the next attempt
+      // creates a new one at once.
+      if (session_id == join) session_id = 0;
+      p->last_error = "session gone; creating a new one";
+      p->attempt = 0;
+      co_return false;
+    }
+    if (rh.status != 0) {
+      p->last_error = fmt::format("server answered AUTH with {}", wire::status_name(rh.status));
+      co_return false;
+    }
+    auto okm = wire::decode_auth_ok(std::span(reply).subspan(wire::kReplyHeaderBytes));
+    if (!okm) {
+      p->last_error = "malformed AUTH reply";
+      co_return false;
+    }
+    const auth::Digest expect = auth::server_proof(opt.node_key, transcript, proof);
+    if (!auth::equal(okm->server_proof, expect)) {
+      p->last_error = "the server could not prove it knows the node key; not using it";
+      p->auth_refused = true;
+      co_return false;
+    }
+    deadline.cancel();
+    if (join == 0) {
+      session_id = okm->session_id;
+      guard_creating.active = false;
+      creating = false;
+      {
+        std::lock_guard lock(stats_mu);
+        ++st.sessions;
+      }
+      // The old session is gone on the server with all its paths drained: what waited for a
+      // fence there can go out again without one.
+      for (auto& g : fences)
+        for (Io* io : g.ios) {
+          ++io->reissued;
+          pending.push_back(io);
+        }
+      fences.clear();
+    } else if (okm->session_id != join) {
+      p->last_error = "server joined a different session";
+      co_return false;
+    }
+    p->session_id = session_id;
+    p->path_id = okm->path_id;
+    p->ready = true;
+    p->ever_ready = true;
+    p->attempt = 0;
+    p->last_rx_ms = now_ms();
+    p->keepalive_out = false;
+    p->last_error.clear();
+    {
+      std::lock_guard lock(stats_mu);
+      ++st.reconnects;
+      ++st.paths_ready;
+    }
+    asio::co_spawn(ctx, heartbeat(p, p->conn_gen), asio::detached);
+    reopen_volumes(p);
+    try_fences();
+    dispatch();
+    co_return true;
+  }
+
+  asio::awaitable<void> heartbeat(Path* p, uint64_t gen) {
+    asio::steady_timer t(ctx);
+    while (!stopping && p->conn_gen == gen && p->ready) {
+      t.expires_after(std::chrono::milliseconds(opt.heartbeat_ms / 2));
+      error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (stopping || p->conn_gen != gen || !p->ready) co_return;
+      const int64_t silent = now_ms() - p->last_rx_ms;
+      if (silent > 3 * int64_t{opt.heartbeat_ms}) {
+        p->last_error = fmt::format("nothing received for {} ms", silent);
+        log::info("rsio client: path {} ({}) dead: {}", p->index, p->endpoint, p->last_error);
+        error_code ignored;
+        p->sock->close(ignored);
+        co_return;
+      }
+      if (silent >= int64_t{opt.heartbeat_ms} && !p->keepalive_out) {
+        p->keepalive_out = true;
+        send_control(p, Opcode::kKeepalive, 0, {}, [p, gen](StatusCode, std::vector<uint8_t>) {
+          if (p->conn_gen == gen) p->keepalive_out = false;
+        });
+      }
+    }
+  }
+
+  asio::awaitable<void> read_loop(Path* p) {
+    error_code ec;
+    for (;;) {
+      // Decode every complete frame in the buffer.
+      for (;;) {
+        size_t avail = p->rlen - p->rpos;
+        if (avail < wire::kReplyHeaderBytes) break;
+        const auto h = wire::decode_reply_header(p->rbuf.data() + p->rpos);
+        if (h.payload_len > wire::kMaxReplyPayload) {
+          p->last_error = fmt::format("reply payload of {} bytes", h.payload_len);
+          co_return;
+        }
+        auto io_it =
+            h.opcode == op(Opcode::kRead) && h.status == 0 ? p->ios.find(h.tag) : p->ios.end();
+        if (io_it != p->ios.end()) {
+          Io* io = io_it->second;
+          if (h.payload_len != io->length) {
+            p->last_error = "READ reply of the wrong length";
+            co_return;
+          }
+          p->rpos += wire::kReplyHeaderBytes;
+          const size_t have = std::min<size_t>(p->rlen - p->rpos, io->length);
+          std::memcpy(io->buf, p->rbuf.data() + p->rpos, have);
+          p->rpos += have;
+          if (have < io->length) {
+            co_await asio::async_read(
+                *p->sock, asio::buffer(static_cast<uint8_t*>(io->buf) + have, io->length - have),
+                asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+              p->last_error = ec.message();
+              co_return;
+            }
+          }
+          p->ios.erase(io_it);
+          complete(io, StatusCode::kOk);
+          continue;
+        }
+        const size_t need = wire::kReplyHeaderBytes + h.payload_len;
+        if (avail < need) {
+          if (p->rbuf.size() < need) {
+            std::memmove(p->rbuf.data(), p->rbuf.data() + p->rpos, avail);
+            p->rlen = avail;
+            p->rpos = 0;
+            p->rbuf.resize(need);
+          }
+          break;
+        }
+        std::span<const uint8_t> payload(p->rbuf.data() + p->rpos + wire::kReplyHeaderBytes,
+                                         h.payload_len);
+        p->rpos += need;
+        on_reply(p, h, payload);
+      }
+      if (p->rpos > 0) {
+        std::memmove(p->rbuf.data(), p->rbuf.data() + p->rpos, p->rlen - p->rpos);
+        p->rlen -= p->rpos;
+        p->rpos = 0;
+      }
+      const size_t n = co_await p->sock->async_read_some(
+          asio::buffer(p->rbuf.data() + p->rlen, p->rbuf.size() - p->rlen),
+          asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (p->last_error.empty()) p->last_error = ec.message();
+        co_return;
+      }
+      p->rlen += n;
+      p->last_rx_ms = now_ms();
+    }
+  }
+
+  void on_reply(Path* p, const wire::ReplyHeader& h, std::span<const uint8_t> payload) {
+    if (h.opcode == op(Opcode::kNotify)) {
+      auto n = wire::decode_notify(h.status, payload);
+      if (!n) return;
+      for (auto& [id, v] : vols) {
+        if (v.session != p->session_id || v.handle != n->handle) continue;
+        if (n->event == static_cast<uint32_t>(wire::Event::kResized)) v.size = n->value;
+        if (n->event == static_cast<uint32_t>(wire::Event::kReadOnly))
+          v.flags |= wire::kVolReadOnly;
+      }
+      if (n->event == static_cast<uint32_t>(wire::Event::kShutdown))
+        log::info("rsio client: the server is shutting down; holding I/O until it is back");
+      return;
+    }
+    if (auto it = p->ios.find(h.tag); it != p->ios.end()) {
+      Io* io = it->second;
+      p->ios.erase(it);
+      const auto s = static_cast<StatusCode>(h.status);
+      if (s == StatusCode::kShuttingDown) {
+        hold(io);
+        return;
+      }
+      complete(io, s);
+      return;
+    }
+    if (auto it = p->controls.find(h.tag); it != p->controls.end()) {
+      ControlDone done = std::move(it->second);
+      p->controls.erase(it);
+      done(static_cast<StatusCode>(h.status), std::vector<uint8_t>(payload.begin(), payload.end()));
+    }
+  }
+
+  void path_down(Path* p) {
+    if (p->ready) {
+      std::lock_guard lock(stats_mu);
+      --st.paths_ready;
+      ++st.path_failures;
+    }
+    const bool was_ready = p->ready;
+    p->ready = false;
+    ++p->conn_gen;
+    error_code ec;
+    if (p->sock) p->sock->close(ec);
+    if (was_ready)
+      log::info("rsio client: path {} ({}) down: {}", p->index, p->endpoint, p->last_error);
+    // Its requests wait for a fence on another path of the same session.
+    if (!p->ios.empty()) {
+      FenceGroup g;
+      g.session_id = p->session_id;
+      g.path_id = p->path_id;
+      for (auto& [tag, io] : p->ios) g.ios.push_back(io);
+      p->ios.clear();
+      fences.push_back(std::move(g));
+    }
+    auto controls = std::move(p->controls);
+    p->controls.clear();
+    for (auto& [tag, done] : controls) done(StatusCode::kUnavailable, {});
+    p->wq.clear();
+    try_fences();
+  }
+
+  // --- sending -----------------------------------------------------------------------------
+
+  void enqueue(Path* p, Frame&& f) {
+    p->wq.push_back(std::move(f));
+    kick_write(p);
+  }
+
+  void kick_write(Path* p) {
+    if (p->write_active || p->wq.empty() || !p->ready) return;
+    p->writing.swap(p->wq);
+    p->wq.clear();
+    std::vector<asio::const_buffer> bufs;
+    bufs.reserve(p->writing.size() * 2);
+    for (const Frame& f : p->writing) {
+      bufs.emplace_back(f.hdr.data(), f.hdr.size());
+      if (f.len > 0) bufs.emplace_back(f.data, f.len);
+    }
+    p->write_active = true;
+    const uint64_t gen = p->conn_gen;
+    asio::async_write(*p->sock, bufs, [this, p, gen](error_code ec, size_t) {
+      p->write_active = false;
+      p->writing.clear();
+      if (p->conn_gen != gen) return;
+      if (ec) {
+        p->last_error = fmt::format("send: {}", ec.message());
+        error_code ignored;
+        p->sock->close(ignored);
+        return;
+      }
+      kick_write(p);
+    });
+  }
+
+  void send_control(Path* p, Opcode o, uint32_t handle, std::vector<uint8_t> payload,
+                    ControlDone done) {
+    Frame f;
+    wire::RequestHeader h;
+    h.opcode = op(o);
+    h.handle = handle;
+    h.tag = ++next_tag;
+    h.payload_len = static_cast<uint32_t>(payload.size());
+    wire::encode(h, f.hdr.data());
+    if (!payload.empty()) {
+      f.owned = std::make_shared<std::vector<uint8_t>>(std::move(payload));
+      f.data = f.owned->data();
+      f.len = static_cast<uint32_t>(f.owned->size());
+    }
+    p->controls[h.tag] = std::move(done);
+    enqueue(p, std::move(f));
+  }
+
+  Path* pick_path() {
+    Path* best = nullptr;
+    const size_t n = paths.size();
+    for (size_t i = 0; i < n; ++i) {
+      Path* p = paths[(rr + i) % n].get();
+      if (!p->ready || p->session_id != session_id) continue;
+      if (opt.policy == Policy::kRoundRobin) {
+        rr = static_cast<uint32_t>((rr + i + 1) % n);
+        return p;
+      }
+      if (best == nullptr || p->ios.size() < best->ios.size()) best = p;
+    }
+    if (best != nullptr) rr = static_cast<uint32_t>((rr + 1) % n);
+    return best;
+  }
+
+  void send_io(Path* p, Io* io, const Vol& v) {
+    if (io->tag == 0) io->tag = ++next_tag;
+    io->path = static_cast<uint32_t>(p->index);
+    Frame f;
+    wire::RequestHeader h;
+    h.opcode = op(io->op);
+    h.flags = io->fua ? wire::kFlagFua : 0;
+    h.handle = v.handle;
+    h.tag = io->tag;
+    h.offset = io->offset;
+    h.length = io->length;
+    if (io->op == Opcode::kWrite) {
+      h.payload_len = io->length;
+      f.data = static_cast<const uint8_t*>(io->buf);
+      f.len = io->length;
+    }
+    wire::encode(h, f.hdr.data());
+    p->ios[io->tag] = io;
+    ++p->requests;
+    enqueue(p, std::move(f));
+  }
+
+  void hold(Io* io) { pending.push_back(io); }
+
+  // Sends what waits, on the least loaded ready path.
+  void dispatch() {
+    if (pending.empty()) return;
+    std::deque<Io*> keep;
+    const int64_t now = now_ms();
+    while (!pending.empty()) {
+      Io* io = pending.front();
+      auto vit = vols.find(io->volume);
+      if (vit == vols.end() || vit->second.closed) {
+        pending.pop_front();
+        complete(io, StatusCode::kBadHandle);
+        continue;
+      }
+      Vol& v = vit->second;
+      if (v.failed != StatusCode::kOk) {
+        pending.pop_front();
+        complete(io, v.failed);
+        continue;
+      }
+      if (v.session != session_id || session_id == 0) {
+        if (session_id != 0 && !v.opening)
+          if (Path* p = pick_path()) reopen_volumes(p);
+        keep.push_back(io);
+        pending.pop_front();
+        continue;
+      }
+      Path* p = pick_path();
+      if (p == nullptr) break;
+      pending.pop_front();
+      const int64_t waited = now - (io->deadline_ms - opt.hold_ms);
+      if (io->reissued > 0 || waited > 100) {
+        std::lock_guard lock(stats_mu);
+        st.max_stall_ms = std::max<uint64_t>(st.max_stall_ms, static_cast<uint64_t>(waited));
+        if (io->reissued > 0) ++st.reissued;
+      }
+      send_io(p, io, v);
+    }
+    for (auto it = keep.rbegin(); it != keep.rend(); ++it) pending.push_front(*it);
+  }
+
+  void try_fences() {
+    for (auto& g : fences) {
+      if (g.sent) continue;
+      if (g.session_id != session_id) continue;  // handled when the new session starts
+      Path* q = pick_path();
+      if (q == nullptr) return;
+      g.sent = true;
+      {
+        std::lock_guard lock(stats_mu);
+        ++st.fences;
+      }
+      const uint64_t sid = g.session_id;
+      const uint32_t pid = g.path_id;
+      std::vector<uint8_t> payload;
+      wire::Writer(payload).u32(pid);
+      send_control(q, Opcode::kFence, 0, std::move(payload),
+                   [this, sid, pid](StatusCode s, std::vector<uint8_t>) {
+                     for (auto it = fences.begin(); it != fences.end(); ++it) {
+                       if (it->session_id != sid || it->path_id != pid) continue;
+                       if (s != StatusCode::kOk) {
+                         it->sent = false;  // the fencing path failed too: try another
+                         break;
+                       }
+                       for (Io* io : it->ios) {
+                         ++io->reissued;
+                         pending.push_back(io);
+                       }
+                       fences.erase(it);
+                       break;
+                     }
+                     try_fences();
+                     dispatch();
+                   });
+    }
+  }
+
+  void reopen_volumes(Path* p) {
+    for (auto& [id, v] : vols) {
+      if (v.closed || v.session == session_id || v.opening || v.failed != StatusCode::kOk) continue;
+      v.opening = true;
+      std::vector<uint8_t> payload;
+      encode_payload(wire::OpenRequest{v.ro, v.name}, payload);
+      const uint32_t vid = id;
+      const uint64_t sid = session_id;
+      send_control(p, Opcode::kOpen, 0, std::move(payload),
+                   [this, vid, sid](StatusCode s, std::vector<uint8_t> reply) {
+                     auto it = vols.find(vid);
+                     if (it == vols.end()) return;
+                     Vol& vol = it->second;
+                     vol.opening = false;
+                     if (s == StatusCode::kUnavailable || sid != session_id) return;  // retried
+                     auto rep = wire::decode_open_reply(reply);
+                     if (s != StatusCode::kOk || !rep) {
+                       log::warn("rsio client: re-opening {} failed: {}", vol.name,
+                                 wire::status_name(static_cast<uint32_t>(s)));
+                       vol.failed = s == StatusCode::kOk ? StatusCode::kInvalid : s;
+                     } else {
+                       vol.handle = rep->handle;
+                       vol.session = sid;
+                       vol.size = rep->size_bytes;
+                       vol.flags = rep->flags;
+                     }
+                     dispatch();
+                   });
+    }
+  }
+
+  void complete(Io* io, StatusCode s) {
+    {
+      std::lock_guard lock(stats_mu);
+      ++st.completed;
+      if (s != StatusCode::kOk) ++st.errors;
+    }
+    io->done(io, s);
+  }
+
+  // --- entry points from other threads -----------------------------------------------------
+
+  void submit(Io* const* ios, size_t n) {
+    bool post = false;
+    {
+      std::lock_guard lock(in_mu);
+      incoming.insert(incoming.end(), ios, ios + n);
+      if (!drain_posted) {
+        drain_posted = true;
+        post = true;
+      }
+    }
+    if (post) asio::post(ctx, [self = shared_from_this()] { self->drain(); });
+  }
+
+  void drain() {
+    std::vector<Io*> batch;
+    {
+      std::lock_guard lock(in_mu);
+      batch.swap(incoming);
+      drain_posted = false;
+    }
+    const int64_t now = now_ms();
+    {
+      std::lock_guard lock(stats_mu);
+      st.submitted += batch.size();
+    }
+    for (Io* io : batch) {
+      io->tag = 0;
+      io->reissued = 0;
+      io->deadline_ms = now + opt.hold_ms;
+      pending.push_back(io);
+    }
+    dispatch();
+  }
+
+  // Fails requests that waited longer than the hold time. Runs every 100 ms.
+  asio::awaitable<void> hold_ticker() {
+    asio::steady_timer t(ctx);
+    while (!stopping) {
+      t.expires_after(std::chrono::milliseconds(100));
+      error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (stopping) co_return;
+      const int64_t now = now_ms();
+      std::deque<Io*> keep;
+      for (Io* io : pending) {
+        if (io->deadline_ms <= now)
+          complete(io, StatusCode::kUnavailable);
+        else
+          keep.push_back(io);
+      }
+      pending.swap(keep);
+      for (auto it = fences.begin(); it != fences.end();) {
+        std::vector<Io*> left;
+        for (Io* io : it->ios)
+          if (io->deadline_ms <= now)
+            complete(io, StatusCode::kUnavailable);
+          else
+            left.push_back(io);
+        it->ios.swap(left);
+        it = it->ios.empty() && !it->sent ? fences.erase(it) : it + 1;
+      }
+    }
+  }
+
+  // Runs `fn(done)` on the I/O thread with a ready path; `fn` calls done(status, payload).
+  // Waits up to the hold time for a path. Any thread but the I/O thread.
+  std::pair<StatusCode, std::vector<uint8_t>> call(Opcode o, uint32_t handle,
+                                                   std::vector<uint8_t> payload) {
+    auto promise = std::make_shared<std::promise<std::pair<StatusCode, std::vector<uint8_t>>>>();
+    auto fut = promise->get_future();
+    const int64_t deadline = now_ms() + opt.hold_ms;
+    asio::co_spawn(
+        ctx,
+        [this, o, handle, payload = std::move(payload), promise,
+         deadline]() mutable -> asio::awaitable<void> {
+          asio::steady_timer t(ctx);
+          for (;;) {
+            Path* p = pick_path();
+            if (p != nullptr) {
+              send_control(p, o, handle, payload,
+                           [promise](StatusCode s, std::vector<uint8_t> reply) {
+                             promise->set_value({s, std::move(reply)});
+                           });
+              co_return;
+            }
+            if (stopping || now_ms() >= deadline) {
+              promise->set_value({StatusCode::kUnavailable, {}});
+              co_return;
+            }
+            t.expires_after(std::chrono::milliseconds(20));
+            error_code ec;
+            co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          }
+        },
+        asio::detached);
+    return fut.get();
+  }
+
+  template <class Fn>
+  auto on_thread(Fn fn) -> decltype(fn()) {
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto fut = task.get_future();
+    asio::post(ctx, [&task] { task(); });
+    return fut.get();
+  }
+};
+
+Result<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
+  if (options.paths.empty()) return make_error(Errc::kInvalidArgument, "no server address given");
+  if (options.node_name.empty() || options.node_name.size() > wire::kNodeNameMax)
+    return make_error(Errc::kInvalidArgument, "the node name must have 1 to 64 characters");
+  if (options.node_key.empty()) return make_error(Errc::kInvalidArgument, "the node key is empty");
+  if (options.platform.empty()) options.platform = default_platform();
+  if (options.platform.size() > wire::kPlatformMax) options.platform.resize(wire::kPlatformMax);
+  if (options.heartbeat_ms < 100) options.heartbeat_ms = 100;
+  auto impl = std::make_shared<Impl>(std::move(options));
+  for (size_t i = 0; i < impl->opt.paths.size(); ++i) {
+    auto p = std::make_unique<Path>();
+    p->index = i;
+    p->spec = impl->opt.paths[i];
+    p->timer = std::make_unique<asio::steady_timer>(impl->ctx);
+    impl->paths.push_back(std::move(p));
+  }
+  auto first = impl->first.get_future();
+  impl->guard.emplace(impl->ctx.get_executor());
+  Impl* raw = impl.get();
+  asio::post(impl->ctx, [raw] {
+    for (auto& p : raw->paths) {
+      Path* path = p.get();
+      asio::co_spawn(
+          raw->ctx, [raw, path] { return raw->run_path(path); }, asio::detached);
+    }
+    asio::co_spawn(
+        raw->ctx, [raw] { return raw->hold_ticker(); }, asio::detached);
+  });
+  impl->thread = std::thread([raw] { raw->ctx.run(); });
+  // The outcome: the first ready path, all paths refusing the key, or the connect timeout.
+  auto client = std::unique_ptr<Client>(new Client(impl));
+  const auto wait = std::chrono::milliseconds(raw->opt.connect_timeout_ms + 500);
+  for (auto until = std::chrono::steady_clock::now() + wait;;) {
+    if (first.wait_for(std::chrono::milliseconds(10)) == std::future_status::ready) {
+      Status s = first.get();
+      if (!s) return s.error();
+      return client;
+    }
+    const bool any_ready = raw->on_thread([raw] {
+      for (auto& p : raw->paths)
+        if (p->ready) return true;
+      return false;
+    });
+    if (any_ready) return client;
+    if (std::chrono::steady_clock::now() >= until) {
+      std::string why = raw->on_thread([raw] {
+        std::string s;
+        for (auto& p : raw->paths)
+          s += fmt::format("{}{}:{}: {}", s.empty() ? "" : "; ", p->spec.host, p->spec.port,
+                           p->last_error.empty() ? "no answer" : p->last_error);
+        return s;
+      });
+      return make_error(Errc::kUnavailable, fmt::format("cannot reach the RSIO server ({}); is "
+                                                        "rsiod running and listening there?",
+                                                        why));
+    }
+  }
+}
+
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Client::~Client() {
+  Impl* raw = impl_.get();
+  asio::post(raw->ctx, [raw] {
+    raw->stopping = true;
+    for (auto& p : raw->paths) {
+      error_code ec;
+      if (p->sock) p->sock->close(ec);
+      p->timer->cancel();
+      p->ready = false;
+      for (auto& [tag, io] : p->ios) raw->pending.push_back(io);
+      p->ios.clear();
+    }
+    for (auto& g : raw->fences)
+      for (Io* io : g.ios) raw->pending.push_back(io);
+    raw->fences.clear();
+    auto left = std::move(raw->pending);
+    raw->pending.clear();
+    for (Io* io : left) raw->complete(io, StatusCode::kUnavailable);
+    raw->guard.reset();
+  });
+  raw->thread.join();
+}
+
+Result<std::vector<wire::VolumeEntry>> Client::list() {
+  auto [s, payload] = impl_->call(Opcode::kList, 0, {});
+  if (s != StatusCode::kOk)
+    return make_error(Errc::kUnavailable, fmt::format("listing volumes failed: {}",
+                                                      wire::status_name(static_cast<uint32_t>(s))));
+  auto vols = wire::decode_list(payload);
+  if (!vols) return make_error(Errc::kCorrupt, "malformed LIST reply from the server");
+  return *vols;
+}
+
+Result<VolumeInfo> Client::open(const std::string& name, bool read_only) {
+  std::vector<uint8_t> payload;
+  encode_payload(wire::OpenRequest{read_only, name}, payload);
+  // The session must be known to bind the handle to it: read it on the I/O thread after the
+  // reply, which runs there too.
+  auto [s, reply] = impl_->call(Opcode::kOpen, 0, std::move(payload));
+  if (s == StatusCode::kNotFound)
+    return make_error(Errc::kNotFound,
+                      fmt::format("volume {} does not exist or is not granted to node {} "
+                                  "(rsadmin -g {} {} on the server)",
+                                  name, impl_->opt.node_name, name, impl_->opt.node_name));
+  if (s != StatusCode::kOk)
+    return make_error(Errc::kUnavailable, fmt::format("opening {} failed: {}", name,
+                                                      wire::status_name(static_cast<uint32_t>(s))));
+  auto rep = wire::decode_open_reply(reply);
+  if (!rep) return make_error(Errc::kCorrupt, "malformed OPEN reply from the server");
+  Impl* raw = impl_.get();
+  return raw->on_thread([raw, &name, read_only, &rep]() {
+    Impl::Vol v;
+    v.name = name;
+    v.ro = read_only;
+    v.handle = rep->handle;
+    v.session = raw->session_id;  // a new session in between makes dispatch() re-open it
+    v.size = rep->size_bytes;
+    v.flags = rep->flags;
+    v.block_size = rep->block_size;
+    const uint32_t id = ++raw->next_vol;
+    raw->vols[id] = v;
+    VolumeInfo info{id, name, rep->size_bytes, rep->block_size, rep->flags};
+    return info;
+  });
+}
+
+Status Client::close_volume(uint32_t volume) {
+  Impl* raw = impl_.get();
+  auto handle = raw->on_thread([raw, volume]() -> std::optional<uint32_t> {
+    auto it = raw->vols.find(volume);
+    if (it == raw->vols.end()) return std::nullopt;
+    it->second.closed = true;
+    const bool current = it->second.session == raw->session_id;
+    const uint32_t h = it->second.handle;
+    raw->vols.erase(it);
+    if (!current) return 0U;
+    return h;
+  });
+  if (!handle) return make_error(Errc::kNotFound, "no such open volume");
+  if (*handle == 0) return {};
+  auto [s, reply] = impl_->call(Opcode::kClose, *handle, {});
+  (void)reply;
+  if (s != StatusCode::kOk && s != StatusCode::kBadHandle)
+    return make_error(Errc::kUnavailable, fmt::format("closing failed: {}",
+                                                      wire::status_name(static_cast<uint32_t>(s))));
+  return {};
+}
+
+uint64_t Client::volume_size(uint32_t volume) const {
+  Impl* raw = impl_.get();
+  return raw->on_thread([raw, volume]() -> uint64_t {
+    auto it = raw->vols.find(volume);
+    return it == raw->vols.end() ? 0 : it->second.size;
+  });
+}
+
+void Client::submit(Io* io) { impl_->submit(&io, 1); }
+void Client::submit(Io* const* ios, size_t count) { impl_->submit(ios, count); }
+
+ClientStats Client::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->st;
+}
+
+std::vector<PathState> Client::paths() const {
+  Impl* raw = impl_.get();
+  return raw->on_thread([raw] {
+    std::vector<PathState> out;
+    for (auto& p : raw->paths)
+      out.push_back({p->endpoint, p->ready, static_cast<uint32_t>(p->ios.size()), p->requests,
+                     p->last_error});
+    return out;
+  });
+}
+
+void Client::break_path(size_t index) {
+  Impl* raw = impl_.get();
+  raw->on_thread([raw, index] {
+    if (index < raw->paths.size() && raw->paths[index]->sock) {
+      raw->paths[index]->last_error = "broken by request";
+      error_code ec;
+      raw->paths[index]->sock->close(ec);
+    }
+    return 0;
+  });
+}
+
+}  // namespace rsio::client
