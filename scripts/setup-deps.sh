@@ -18,7 +18,9 @@ packages=(
   # tests
   libgtest-dev libgmock-dev sqlite3
   # tools the walk-through and tests use
-  e2fsprogs util-linux procps curl python3 fio
+  e2fsprogs util-linux procps curl python3 fio iproute2 iptables
+  # peers the protocol benchmark compares against
+  nbdkit qemu-utils
 )
 
 missing=()
@@ -28,11 +30,17 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup-deps: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  echo "setup-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+# fio installs no headers; the fio engine is built against fio's configured source package.
+if fio_tree=$("$(dirname "$0")/fio-source.sh"); then
+  echo "setup-deps: fio source for the fio engine in $fio_tree"
+else
+  echo "setup-deps: SKIP fio engine: fio's source package is not available (see above)"
+fi
 echo "setup-deps: done"
