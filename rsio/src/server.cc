@@ -194,6 +194,7 @@ struct Conn {
   bool recv_pending = false, send_pending = false, flush_queued = false;
   bool closing = false, close_when_sent = false;
   bool eof = false;  // the peer closed the connection (not a network failure)
+  bool reap_queued = false;
   enum class State { kHello, kLookup, kAuth, kReady } state = State::kHello;
   std::vector<uint8_t> rbuf;
   size_t rpos = 0, rlen = 0;
@@ -1026,9 +1027,27 @@ struct ExportServer::Impl {
     maybe_destroy(c);
   }
 
+  static bool destroyable(const Conn* c) {
+    return c->closing && !c->recv_pending && !c->send_pending && !c->flush_queued &&
+           c->in_flight == 0;
+  }
+
+  // Frees a closing connection once nothing refers to it any more. The freeing itself is
+  // deferred: the caller may be in the middle of handling that connection.
   void maybe_destroy(Conn* c) {
-    if (!c->closing || c->recv_pending || c->send_pending || c->flush_queued || c->in_flight > 0)
-      return;
+    if (!destroyable(c) || c->reap_queued) return;
+    c->reap_queued = true;
+    loop.defer([this, id = c->id, a = std::weak_ptr<bool>(alive)] {
+      if (a.expired()) return;
+      auto it = conns.find(id);
+      if (it == conns.end()) return;
+      Conn* conn = it->second.get();
+      conn->reap_queued = false;
+      if (destroyable(conn)) destroy(conn);
+    });
+  }
+
+  void destroy(Conn* c) {
     for (OutFrame& f : c->out)
       if (f.req != nullptr) release(f.req);
     c->out.clear();
@@ -1161,6 +1180,8 @@ std::vector<ListenAddress> ExportServer::addresses() const {
   for (const auto& l : impl_->listeners) out.push_back(l->addr);
   return out;
 }
+
+void ExportServer::adopt(int fd) { impl_->new_conn(fd); }
 
 void ExportServer::volume_resized(int64_t volume_id, uint64_t size_bytes) {
   for (auto& [id, s] : impl_->sessions)

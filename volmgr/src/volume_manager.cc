@@ -205,7 +205,8 @@ Status VolumeManager::load() {
 }
 
 void VolumeManager::verify_labels() {
-  for (auto& [id, pv] : pvs_) {
+  for (auto& entry : pvs_) {
+    PvInfo& pv = entry.second;  // named, not a structured binding: the lambda captures it
     auto mark = [&](PvState state, std::string detail) {
       pv.state = state;
       pv.state_detail = std::move(detail);

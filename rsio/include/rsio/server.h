@@ -110,6 +110,10 @@ class ExportServer {
   // Bound addresses (the port filled in when 0 was asked for).
   std::vector<ListenAddress> addresses() const;
 
+  // Serves an already connected stream socket as if it had been accepted (socket
+  // activation, tests and fuzzing). Takes ownership of `fd`.
+  void adopt(int fd);
+
   // Events from the appliance.
   void volume_resized(int64_t volume_id, uint64_t size_bytes);
   void grant_changed(int64_t volume_id, int64_t client_id, bool revoked, bool read_only);

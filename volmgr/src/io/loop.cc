@@ -66,22 +66,33 @@ void Loop::post(std::function<void()> fn) {
   (void)n;  // EAGAIN means the counter is already non-zero: the loop will wake anyway
 }
 
+// A pending after(): owned by the loop's timer list until it fires or the loop goes away.
+struct Loop::Timer {
+  Completion completion;
+  __kernel_timespec ts{};
+  std::function<void()> fn;
+  Loop* loop = nullptr;
+};
+
 void Loop::after(uint64_t delay_ns, std::function<void()> fn) {
-  struct Timer {
-    Completion completion;
-    __kernel_timespec ts{};
-    std::function<void()> fn;
-  };
-  auto* t = new Timer();
+  auto owned = std::make_unique<Timer>();
+  Timer* t = owned.get();
   t->ts.tv_sec = static_cast<long long>(delay_ns / 1'000'000'000ULL);
   t->ts.tv_nsec = static_cast<long long>(delay_ns % 1'000'000'000ULL);
   t->fn = std::move(fn);
+  t->loop = this;
   t->completion.fn = [](Completion* c, int) {
     auto* timer = reinterpret_cast<Timer*>(c);
-    auto f = std::move(timer->fn);
-    delete timer;
+    Loop* loop = timer->loop;
+    auto it = loop->timers_.find(timer);
+    RSIO_ASSERT(it != loop->timers_.end());
+    std::unique_ptr<Timer> mine = std::move(it->second);
+    loop->timers_.erase(it);
+    auto f = std::move(mine->fn);
+    mine.reset();
     f();
   };
+  timers_.emplace(t, std::move(owned));
   io_uring_sqe* s = sqe();
   io_uring_prep_timeout(s, &t->ts, 0, 0);
   io_uring_sqe_set_data(s, &t->completion);

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
@@ -77,6 +78,9 @@ class Loop {
   bool stopping_ = false;
   std::deque<std::function<void()>> deferred_;
   std::vector<std::pair<Completion*, int>> reaped_;
+  struct Timer;
+  // Timers in the ring, owned here until they fire; ~Loop() exits the ring before they go.
+  std::unordered_map<Timer*, std::unique_ptr<Timer>> timers_;
   std::atomic<bool> has_posted_{false};  // a cheap check before taking posted_mu_
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;  // GUARDED_BY(posted_mu_)
