@@ -1,10 +1,13 @@
-// Thread model: the fio job thread calls every rsio_fio_* function; completions arrive on
-// the client library's thread and are handed over through `mu`.
+// Thread model: the fio job thread calls every rsio_fio_* function. In caller-driven mode it
+// also drives the client library, so completions run on it; otherwise they arrive on the
+// library's thread and are handed over through `mu`.
 #include "bridge.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
@@ -32,9 +35,10 @@ struct rsio_fio {
   uint32_t volume = 0;
   std::vector<rsio::client::Io*> queued;  // waiting for commit
   std::vector<Req*> free_reqs;
-  std::mutex mu;
+  bool caller_driven = false;
+  std::mutex mu;  // threaded mode: completions come from the library's thread
   std::condition_variable cv;
-  std::vector<Req*> completed;  // GUARDED_BY(mu)
+  std::vector<Req*> completed;  // GUARDED_BY(mu) in threaded mode
   size_t wake_at = 0;           // GUARDED_BY(mu): the waiter wants this many
   std::vector<Req*> events;     // handed to fio by the last getevents
   std::vector<std::unique_ptr<Req>> all;
@@ -59,10 +63,15 @@ int to_errno(StatusCode s) {
   }
 }
 
+// Runs inside poll() on the fio thread (caller-driven), or on the library's thread.
 void on_done(rsio::client::Io* io, StatusCode s) {
   auto* r = reinterpret_cast<Req*>(io);
   auto* h = static_cast<rsio_fio*>(io->user);
   r->error = to_errno(s);
+  if (h->caller_driven) {
+    h->completed.push_back(r);
+    return;
+  }
   std::lock_guard lock(h->mu);
   h->completed.push_back(r);
   if (h->wake_at > 0 && h->completed.size() >= h->wake_at) h->cv.notify_one();
@@ -71,8 +80,8 @@ void on_done(rsio::client::Io* io, StatusCode s) {
 }  // namespace
 
 extern "C" rsio_fio* rsio_fio_open(const char* servers, const char* node, const char* keyfile,
-                                   const char* volume, int read_only, uint64_t* size_bytes,
-                                   char* err, size_t errlen) {
+                                   const char* volume, int read_only, int caller_driven,
+                                   uint64_t* size_bytes, char* err, size_t errlen) {
   auto fail = [&](const std::string& m) -> rsio_fio* {
     std::snprintf(err, errlen, "%s", m.c_str());
     return nullptr;
@@ -81,6 +90,7 @@ extern "C" rsio_fio* rsio_fio_open(const char* servers, const char* node, const 
     return fail("the rsio engine needs server=, node=, keyfile= and volume=");
   rsio::client::ClientOptions o;
   o.node_name = node;
+  o.caller_driven = caller_driven != 0;
   std::ifstream kf(keyfile);
   if (!kf || !std::getline(kf, o.node_key) || o.node_key.empty())
     return fail(fmt::format("cannot read the node key from {}", keyfile));
@@ -100,6 +110,7 @@ extern "C" rsio_fio* rsio_fio_open(const char* servers, const char* node, const 
   auto v = (*c)->open(volume, read_only != 0);
   if (!v) return fail(v.error().message);
   auto* h = new rsio_fio();
+  h->caller_driven = caller_driven != 0;
   h->client = std::move(*c);
   h->volume = v->id;
   *size_bytes = v->size_bytes;
@@ -142,16 +153,31 @@ extern "C" int rsio_fio_getevents(rsio_fio* h, unsigned min, unsigned max,
                                   const struct timespec* t) {
   for (Req* r : h->events) h->free_reqs.push_back(r);
   h->events.clear();
-  std::unique_lock lock(h->mu);
-  if (h->completed.size() < min) {
-    h->wake_at = min;
-    auto ready = [&] { return h->completed.size() >= min; };
-    if (t == nullptr)
-      h->cv.wait(lock, ready);
-    else
-      h->cv.wait_for(lock, std::chrono::seconds(t->tv_sec) + std::chrono::nanoseconds(t->tv_nsec),
-                     ready);
-    h->wake_at = 0;
+  const auto until = t == nullptr
+                         ? std::chrono::steady_clock::time_point::max()
+                         : std::chrono::steady_clock::now() + std::chrono::seconds(t->tv_sec) +
+                               std::chrono::nanoseconds(t->tv_nsec);
+  std::unique_lock lock(h->mu, std::defer_lock);
+  if (h->caller_driven) {
+    // Completions are collected by poll() on this thread.
+    h->client->poll(0);
+    while (h->completed.size() < min) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until) break;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+      h->client->poll(static_cast<int>(std::clamp<long long>(left, 1, 1000)));
+    }
+  } else {
+    lock.lock();
+    if (h->completed.size() < min) {
+      h->wake_at = min;
+      auto ready = [&] { return h->completed.size() >= min; };
+      if (t == nullptr)
+        h->cv.wait(lock, ready);
+      else
+        h->cv.wait_until(lock, until, ready);
+      h->wake_at = 0;
+    }
   }
   const size_t n = std::min<size_t>(h->completed.size(), max);
   h->events.assign(h->completed.begin(), h->completed.begin() + static_cast<long>(n));

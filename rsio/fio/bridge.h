@@ -17,9 +17,11 @@ enum rsio_fio_op { RSIO_FIO_READ, RSIO_FIO_WRITE, RSIO_FIO_TRIM, RSIO_FIO_SYNC }
 
 /* Connects (servers: comma-separated HOST:PORT[@LOCAL]) and opens the volume. On failure
  * returns NULL with a message in err. */
+/* caller_driven: the job thread drives the client library (no I/O thread; best at low
+ * queue depth), else the library's own thread does the network I/O. */
 rsio_fio* rsio_fio_open(const char* servers, const char* node, const char* keyfile,
-                        const char* volume, int read_only, uint64_t* size_bytes, char* err,
-                        size_t errlen);
+                        const char* volume, int read_only, int caller_driven,
+                        uint64_t* size_bytes, char* err, size_t errlen);
 /* Queues a request; it is sent at the next rsio_fio_commit(). */
 void rsio_fio_queue(rsio_fio* h, void* cookie, enum rsio_fio_op op, void* buf, uint64_t len,
                     uint64_t offset);

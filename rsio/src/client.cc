@@ -595,6 +595,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void kick_write(Path* p) {
     if (p->write_active || p->wq.empty() || !p->ready) return;
+
     p->writing.swap(p->wq);
     p->wq.clear();
     std::vector<asio::const_buffer> bufs;
@@ -795,7 +796,34 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   // --- entry points from other threads -----------------------------------------------------
 
+  // Caller-driven mode: the calling thread is the I/O thread.
+  bool inline_mode() const { return opt.caller_driven; }
+
+  // Runs what is ready; with nothing ready waits up to `ms` for one handler, then runs what
+  // became ready with it.
+  size_t run_inline(std::chrono::milliseconds ms) {
+    size_t n = ctx.poll();
+    if (n == 0 && ms.count() > 0) n = ctx.run_one_for(ms);
+    return n + ctx.poll();
+  }
+
+  // Waits for `fut`, running the context on this thread in caller-driven mode.
+  template <class F>
+  void await_future(F& fut) {
+    if (!inline_mode()) return fut.wait();
+    while (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+      run_inline(std::chrono::milliseconds(10));
+  }
+
   void submit(Io* const* ios, size_t n) {
+    if (inline_mode()) {
+      {
+        std::lock_guard lock(in_mu);
+        incoming.insert(incoming.end(), ios, ios + n);
+      }
+      drain();
+      return;
+    }
     bool post = false;
     {
       std::lock_guard lock(in_mu);
@@ -890,11 +918,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
           }
         },
         asio::detached);
+    await_future(fut);
     return fut.get();
   }
 
   template <class Fn>
   auto on_thread(Fn fn) -> decltype(fn()) {
+    if (inline_mode()) return fn();
     std::packaged_task<decltype(fn())()> task(std::move(fn));
     auto fut = task.get_future();
     asio::post(ctx, [&task] { task(); });
@@ -930,12 +960,14 @@ Result<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
     asio::co_spawn(
         raw->ctx, [raw] { return raw->hold_ticker(); }, asio::detached);
   });
-  impl->thread = std::thread([raw] { raw->ctx.run(); });
+  if (!raw->inline_mode()) impl->thread = std::thread([raw] { raw->ctx.run(); });
   // The outcome: the first ready path, all paths refusing the key, or the connect timeout.
   auto client = std::unique_ptr<Client>(new Client(impl));
   const auto wait = std::chrono::milliseconds(raw->opt.connect_timeout_ms + 500);
   for (auto until = std::chrono::steady_clock::now() + wait;;) {
-    if (first.wait_for(std::chrono::milliseconds(10)) == std::future_status::ready) {
+    if (raw->inline_mode()) raw->run_inline(std::chrono::milliseconds(10));
+    if (first.wait_for(std::chrono::milliseconds(raw->inline_mode() ? 0 : 10)) ==
+        std::future_status::ready) {
       Status s = first.get();
       if (!s) return s.error();
       return client;
@@ -983,7 +1015,16 @@ Client::~Client() {
     for (Io* io : left) raw->complete(io, StatusCode::kUnavailable);
     raw->guard.reset();
   });
-  raw->thread.join();
+  if (raw->inline_mode())
+    raw->ctx.run();  // until every coroutine has seen `stopping` and ended
+  else
+    raw->thread.join();
+}
+
+size_t Client::poll(int timeout_ms) {
+  Impl* raw = impl_.get();
+  if (!raw->inline_mode()) return 0;
+  return raw->run_inline(std::chrono::milliseconds(timeout_ms < 0 ? 3'600'000 : timeout_ms));
 }
 
 Result<std::vector<wire::VolumeEntry>> Client::list() {

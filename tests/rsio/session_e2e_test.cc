@@ -214,6 +214,67 @@ TEST_F(RsioSession, ListOpenAndEveryOpcodeByteExact) {
   EXPECT_NE(qa.out.find("RW"), std::string::npos) << qa.out;
 }
 
+// Without an I/O thread the caller drives the library with poll(): completions run there.
+TEST_F(RsioSession, CallerDrivenClientCompletesInsidePoll) {
+  start();
+  populate();
+  client::ClientOptions o;
+  o.node_name = "tux";
+  o.node_key = "tuxkey";
+  o.caller_driven = true;
+  o.paths.push_back({"127.0.0.1", port_, ""});
+  auto c = client::Client::connect(o);
+  ASSERT_TRUE(c) << c.error().message;
+  auto v = (*c)->open("vol1");
+  ASSERT_TRUE(v) << v.error().message;
+  const auto me = std::this_thread::get_id();
+  struct Done {
+    int count = 0;
+    bool other_thread = false;
+    std::thread::id me;
+  } d{0, false, me};
+  std::vector<std::vector<uint8_t>> bufs(16, std::vector<uint8_t>(4096));
+  std::vector<client::Io> ios(16);
+  for (size_t i = 0; i < ios.size(); ++i) {
+    std::fill(bufs[i].begin(), bufs[i].end(), static_cast<uint8_t>(i + 1));
+    ios[i].op = Opcode::kWrite;
+    ios[i].volume = v->id;
+    ios[i].offset = i * 4096;
+    ios[i].length = 4096;
+    ios[i].buf = bufs[i].data();
+    ios[i].user = &d;
+    ios[i].done = [](client::Io* io, StatusCode s) {
+      auto* dd = static_cast<Done*>(io->user);
+      EXPECT_EQ(s, StatusCode::kOk);
+      dd->other_thread = dd->other_thread || std::this_thread::get_id() != dd->me;
+      ++dd->count;
+    };
+    (*c)->submit(&ios[i]);
+  }
+  EXPECT_EQ(d.count, 0) << "nothing completes before poll()";
+  for (int i = 0; i < 1000 && d.count < 16; ++i) (*c)->poll(100);
+  EXPECT_EQ(d.count, 16);
+  EXPECT_FALSE(d.other_thread);
+  // Read back one block through the same mode.
+  std::vector<uint8_t> back(4096);
+  client::Io rd;
+  rd.op = Opcode::kRead;
+  rd.volume = v->id;
+  rd.offset = 5 * 4096;
+  rd.length = 4096;
+  rd.buf = back.data();
+  bool got = false;
+  rd.user = &got;
+  rd.done = [](client::Io* io, StatusCode s) {
+    EXPECT_EQ(s, StatusCode::kOk);
+    *static_cast<bool*>(io->user) = true;
+  };
+  (*c)->submit(&rd);
+  for (int i = 0; i < 1000 && !got; ++i) (*c)->poll(100);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(back, bufs[5]);
+}
+
 TEST_F(RsioSession, ReadOnlyGrantRefusesWritesAndRevokeStopsIoAtOnce) {
   start();
   populate();

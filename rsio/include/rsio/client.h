@@ -6,7 +6,8 @@
 // Thread model: the library runs its own I/O thread (Boost.Asio). submit() may be called from
 // any thread; completions run on the library's thread and must not block. list(), open() and
 // close_volume() block the calling thread until the server answered (never call them from a
-// completion).
+// completion). With ClientOptions::caller_driven there is no I/O thread: one caller thread
+// does everything and drives the library with poll().
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,10 @@ struct ClientOptions {
   uint32_t connect_timeout_ms = 5'000;
   uint32_t heartbeat_ms = 1'000;  // a path silent for 3 heartbeats is dead
   uint32_t reconnect_min_ms = 50, reconnect_max_ms = 2'000;  // backoff
+  // No I/O thread: the thread that calls connect() drives the library itself by calling
+  // poll(), and every other call must come from that thread too. Completions then run inside
+  // poll() on the caller's thread, saving two thread switches per request (the fio engine).
+  bool caller_driven = false;
 };
 
 struct VolumeInfo {
@@ -103,6 +108,9 @@ class Client {
 
   void submit(Io* io);
   void submit(Io* const* ios, size_t count);
+  // Caller-driven mode: runs the library's pending work and waits up to `timeout_ms` (-1:
+  // without limit) for more; returns the number of handlers run. Completions happen here.
+  size_t poll(int timeout_ms);
 
   ClientStats stats() const;
   std::vector<PathState> paths() const;

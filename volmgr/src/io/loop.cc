@@ -128,9 +128,12 @@ size_t Loop::drain_posted() {
   return work.size();
 }
 
-size_t Loop::run_once(bool block) {
+size_t Loop::run_once(bool block) { return run_once(block, false); }
+
+size_t Loop::run_once(bool block, bool wait_after_deferred) {
   // Posted work counts as handled: it may have changed what the caller waits for (stop()).
   size_t handled = drain_posted();
+  const size_t posted = handled;
   // Deferred work may defer more; run only what is there now so completions get a turn.
   for (size_t n = deferred_.size(); n > 0 && !deferred_.empty(); --n) {
     auto fn = std::move(deferred_.front());
@@ -139,7 +142,11 @@ size_t Loop::run_once(bool block) {
     ++handled;
   }
   arm_wakeup();
-  const bool wait = block && deferred_.empty() && handled == 0;
+  // Deferred work usually just queued SQEs (a reply to send): run() submits them and waits in
+  // one system call. run_until() callers may wait for what deferred work changed, so they
+  // look again first.
+  const bool wait = block && deferred_.empty() &&
+                    (wait_after_deferred ? posted == 0 && !stopping_ : handled == 0);
   if (wait) {
     io_uring_submit_and_wait(&ring_, 1);
   } else if (unsubmitted_ > 0) {
@@ -169,7 +176,7 @@ size_t Loop::run_once(bool block) {
 }
 
 void Loop::run() {
-  while (!stopping_) run_once(true);
+  while (!stopping_) run_once(true, true);
   stopping_ = false;
 }
 

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -60,13 +62,14 @@ struct OpState {
 class UringDevice final : public Device {
  public:
   UringDevice(Loop& loop, std::string name, int fd, int direct_fd, uint64_t size_bytes,
-              uint32_t logical_block_bytes)
+              uint32_t logical_block_bytes, bool memory_backed)
       : loop_(loop),
         name_(std::move(name)),
         fd_(fd),
         direct_fd_(direct_fd),
         size_bytes_(size_bytes),
-        logical_block_bytes_(logical_block_bytes) {}
+        logical_block_bytes_(logical_block_bytes),
+        memory_backed_(memory_backed) {}
   ~UringDevice() override {
     ::close(fd_);
     if (direct_fd_ >= 0) ::close(direct_fd_);
@@ -127,7 +130,51 @@ class UringDevice final : public Device {
     return {st->iov.data(), static_cast<int>(st->iov.size())};
   }
 
+  // A file in memory (tmpfs, ramfs) has no non-blocking reads, so io_uring would hand every
+  // request to a kernel worker thread: two thread switches for what is a memory copy. Such
+  // devices do the copy on the loop thread and complete it after the current work.
+  void issue_in_memory(DevOp* op) {
+    const auto* st = static_cast<OpState*>(op->device_state);
+    const bool zero_fill = st != nullptr && st->zero_fill;
+    const bool syncing = st != nullptr && st->syncing;
+    op->device = this;
+    ssize_t res = 0;
+    switch (syncing ? Op::kFlush : zero_fill ? Op::kWrite : op->op) {
+      case Op::kRead:
+      case Op::kWrite: {
+        auto [iov, count] = remaining_iov(op);
+        const off_t off = static_cast<off_t>(op->offset_bytes + op->done_bytes);
+        res = op->op == Op::kRead ? ::preadv(fd_, iov, count, off)
+                                  : ::pwritev2(fd_, iov, count, off, op->fua ? RWF_DSYNC : 0);
+        break;
+      }
+      case Op::kFlush:
+        res = ::fdatasync(fd_);
+        break;
+      case Op::kDiscard:
+        res =
+            ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(op->offset_bytes), static_cast<off_t>(op->length_bytes));
+        break;
+      case Op::kWriteZeroes:
+        res =
+            ::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(op->offset_bytes), static_cast<off_t>(op->length_bytes));
+        break;
+    }
+    if (res < 0) res = -errno;
+    const bool schedule = finished_.empty();
+    finished_.emplace_back(op, static_cast<int>(std::min<ssize_t>(res, INT32_MAX)));
+    if (schedule)
+      loop_.defer([this] {
+        auto batch = std::move(finished_);
+        finished_.clear();
+        for (auto [o, r] : batch) on_complete(&o->completion, r);
+      });
+  }
+
   void issue(DevOp* op) {
+    if (memory_backed_) return issue_in_memory(op);
     io_uring_sqe* sqe = loop_.sqe();
     io_uring_sqe_set_data(sqe, &op->completion);
     const auto* st = static_cast<OpState*>(op->device_state);
@@ -231,6 +278,8 @@ class UringDevice final : public Device {
   int direct_fd_;
   uint64_t size_bytes_;
   uint32_t logical_block_bytes_;
+  bool memory_backed_;
+  std::vector<std::pair<DevOp*, int>> finished_;  // in-memory transfers to complete
 };
 
 }  // namespace
@@ -269,7 +318,12 @@ Result<std::unique_ptr<Device>> open_uring_device(Loop& loop, const std::string&
                                     path, std::strerror(err)));
     }
   }
-  return std::unique_ptr<Device>(new UringDevice(loop, path, fd, direct_fd, size, lbs));
+  // Files in memory (tmpfs, ramfs) cannot be read without blocking through io_uring.
+  struct statfs fs {};
+  const bool memory_backed = S_ISREG(st.st_mode) && direct_fd < 0 && ::fstatfs(fd, &fs) == 0 &&
+                             (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+  return std::unique_ptr<Device>(
+      new UringDevice(loop, path, fd, direct_fd, size, lbs, memory_backed));
 }
 
 }  // namespace rsio::volmgr::io

@@ -64,6 +64,7 @@ class Loop {
 
  private:
   Loop() = default;
+  size_t run_once(bool block, bool wait_after_deferred);
   void arm_wakeup();
   size_t drain_posted();
 
