@@ -2,8 +2,10 @@
 # The main job: installs what RSIO needs, builds it, and runs the server side of the seed
 # walk-through on one machine — an appliance on file-backed storage (a 4 GiB sparse file in
 # ./state/demo), two existing clients, then: list clients, register tux, create volume
-# eisberg, grant it to tux, list grants. It then restarts the appliance and shows that
-# everything persisted. Attaching the volume on a client comes with rsclientd.
+# eisberg, grant it to tux, list grants. Node tux then connects over RSIO on loopback
+# (rsio-load, the client library's load tool) and writes and verifies data on eisberg while
+# rsadmin shows its session, path and open volume. Finally the appliance restarts and shows
+# that everything persisted. The block device /dev/av0/eisberg comes with rsclientd.
 #
 # Environment: RSIO_DEMO_DIR (default ./state/demo) — removed and recreated on each run.
 set -euo pipefail
@@ -20,7 +22,8 @@ scripts/build.sh release
 bin=$root/build/release
 dir=${RSIO_DEMO_DIR:-$root/state/demo}
 export RSIO_SOCKET=$dir/rsiod.sock
-export PATH=$bin/appliance:$bin/cli:$PATH
+export PATH=$bin/appliance:$bin/cli:$bin/rsio:$PATH
+port=${RSIO_DEMO_PORT:-5000}
 
 rm -rf "$dir"
 mkdir -p "$dir"
@@ -53,7 +56,7 @@ show() {
 }
 
 echo "== starting rsiod on a 4 GiB file-backed default pool in $dir/state"
-start_daemon --init-pool-size 4g
+start_daemon --init-pool-size 4g --listen "127.0.0.1:$port"
 smgr -P
 echo
 echo "== the appliance already serves clients trainee and dummy:"
@@ -84,9 +87,31 @@ show smgr -qv
 echo
 show rsadmin -qA
 echo
+echo "== tux connects over RSIO (127.0.0.1:$port) and writes and verifies eisberg"
+echo "clt# rsio-load -s 127.0.0.1:$port -n tux -k Linuxtag --list"
+rsio-load -s "127.0.0.1:$port" -n tux -k Linuxtag --list
+rm -f "$dir/load.stop"
+rsio-load -s "127.0.0.1:$port" -s "127.0.0.1:$port" -n tux -k Linuxtag -V eisberg -m verify \
+  -t 60 --stop-file "$dir/load.stop" >"$dir/load.out" 2>&1 &
+load_pid=$!
+# Wait (up to 20 s) until tux has eisberg open.
+for _ in $(seq 200); do
+  rsadmin -qA | grep -q " tux " && break
+  kill -0 "$load_pid" 2>/dev/null || break
+  sleep 0.1
+done
+show rsadmin -lvvv
+echo
+show rsadmin -qA
+touch "$dir/load.stop"
+wait "$load_pid"
+echo
+echo "clt# rsio-load -s 127.0.0.1:$port -s 127.0.0.1:$port -n tux -k Linuxtag -V eisberg -m verify"
+cat "$dir/load.out"
+echo
 echo "== restarting rsiod: everything above is persisted in $dir/state/rsio.db"
 stop_daemon
-start_daemon
+start_daemon --listen "127.0.0.1:$port"
 show rsadmin -qa
 show smgr -q
 stop_daemon

@@ -302,6 +302,56 @@ TEST_F(RsioSession, ReadOnlyGrantRefusesWritesAndRevokeStopsIoAtOnce) {
   EXPECT_EQ(again.error().code, Errc::kNotFound);
 }
 
+// A grown volume's new size reaches open handles; a SIGTERM restart of rsiod (SHUTDOWN
+// notification, new session, volumes re-opened) is invisible to I/O within the hold time.
+TEST_F(RsioSession, ResizeIsNotifiedAndAGracefulRestartIsInvisible) {
+  const uint16_t port = free_port();
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  start({"--listen", listen});
+  populate();
+  auto c = connect("tux", "tuxkey");
+  ASSERT_TRUE(c);
+  auto v = c->open("vol1");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(c->volume_size(v->id), kVolBytes);
+  cli("smgr -r vol1 -S 128m");
+  // The notification is asynchronous: poll the library's view for up to 10 s.
+  for (int i = 0; i < 500 && c->volume_size(v->id) != 2 * kVolBytes; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(c->volume_size(v->id), 2 * kVolBytes);
+  std::vector<uint8_t> buf(4096, 0x42), back(4096);
+  // The new end of the volume is writable.
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kWrite, 2 * kVolBytes - 4096, 4096, buf.data()),
+            StatusCode::kOk);
+  EXPECT_EQ(daemon_->stop(), 0);
+  // A write submitted while rsiod is down waits, then completes once it is back.
+  Waiter w;
+  client::Io io;
+  io.op = Opcode::kWrite;
+  io.volume = v->id;
+  io.offset = 8192;
+  io.length = 4096;
+  io.buf = buf.data();
+  io.user = &w;
+  io.done = [](client::Io* i, StatusCode s) {
+    auto* wt = static_cast<Waiter*>(i->user);
+    std::lock_guard lock(wt->mu);
+    wt->status = s;
+    wt->done = true;
+    wt->cv.notify_one();
+  };
+  c->submit(&io);
+  ASSERT_TRUE(daemon_->start({"--listen", listen})) << daemon_->log();
+  {
+    std::unique_lock lock(w.mu);
+    ASSERT_TRUE(w.cv.wait_for(lock, std::chrono::seconds(30), [&] { return w.done; }));
+    EXPECT_EQ(w.status, StatusCode::kOk);
+  }
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kRead, 8192, 4096, back.data()), StatusCode::kOk);
+  EXPECT_EQ(buf, back);
+  EXPECT_GE(c->stats().sessions, 2u);
+}
+
 TEST_F(RsioSession, WrongKeyOrUnknownNodeIsRefused) {
   start();
   populate();
