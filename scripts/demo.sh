@@ -2,10 +2,12 @@
 # The main job: installs what RSIO needs, builds it, and runs the server side of the seed
 # walk-through on one machine — an appliance on file-backed storage (a 4 GiB sparse file in
 # ./state/demo), two existing clients, then: list clients, register tux, create volume
-# eisberg, grant it to tux, list grants. Node tux then connects over RSIO on loopback
-# (rsio-load, the client library's load tool) and writes and verifies data on eisberg while
-# rsadmin shows its session, path and open volume. Finally the appliance restarts and shows
-# that everything persisted. The block device /dev/av0/eisberg comes with rsclientd.
+# eisberg, grant it to tux, list grants. Then the client side of the seed on the same machine:
+# rsclientd (FUSE + loop frontend) with node tux and server trainator (two loopback paths),
+# rsconfig -q/-qvv/-a/-lvv, mkfs.ext4 on /dev/av0/eisberg, mount, write, df -h, while rsadmin
+# shows the session and its paths; unmount and detach. Finally the appliance restarts and
+# shows that everything persisted. Without root or FUSE the client part is replaced by
+# rsio-load (the client library's load tool), with a SKIP line saying why.
 #
 # Environment: RSIO_DEMO_DIR (default ./state/demo) — removed and recreated on each run.
 set -euo pipefail
@@ -22,7 +24,7 @@ scripts/build.sh release
 bin=$root/build/release
 dir=${RSIO_DEMO_DIR:-$root/state/demo}
 export RSIO_SOCKET=$dir/rsiod.sock
-export PATH=$bin/appliance:$bin/cli:$bin/rsio:$PATH
+export PATH=$bin/appliance:$bin/cli:$bin/rsio:$bin/client:$PATH
 port=${RSIO_DEMO_PORT:-5000}
 
 rm -rf "$dir"
@@ -34,7 +36,16 @@ stop_daemon() {
   wait "$daemon_pid" 2>/dev/null || true
   daemon_pid=
 }
-trap stop_daemon EXIT
+client_pid=
+cleanup() {
+  if [ -n "$client_pid" ]; then
+    mountpoint -q "$dir/mnt" 2>/dev/null && umount "$dir/mnt"
+    kill "$client_pid" 2>/dev/null || true
+    wait "$client_pid" 2>/dev/null || true
+  fi
+  stop_daemon
+}
+trap cleanup EXIT
 
 start_daemon() {
   rsiod --state-dir "$dir/state" --socket "$RSIO_SOCKET" "$@" >>"$dir/rsiod.log" 2>&1 &
@@ -87,27 +98,68 @@ show smgr -qv
 echo
 show rsadmin -qA
 echo
-echo "== tux connects over RSIO (127.0.0.1:$port) and writes and verifies eisberg"
-echo "clt# rsio-load -s 127.0.0.1:$port -n tux -k Linuxtag --list"
-rsio-load -s "127.0.0.1:$port" -n tux -k Linuxtag --list
-rm -f "$dir/load.stop"
-rsio-load -s "127.0.0.1:$port" -s "127.0.0.1:$port" -n tux -k Linuxtag -V eisberg -m verify \
-  -t 60 --stop-file "$dir/load.stop" >"$dir/load.out" 2>&1 &
-load_pid=$!
-# Wait (up to 20 s) until tux has eisberg open.
-for _ in $(seq 200); do
-  rsadmin -qA | grep -q " tux " && break
-  kill -0 "$load_pid" 2>/dev/null || break
-  sleep 0.1
-done
-show rsadmin -lvvv
-echo
-show rsadmin -qA
-touch "$dir/load.stop"
-wait "$load_pid"
-echo
-echo "clt# rsio-load -s 127.0.0.1:$port -s 127.0.0.1:$port -n tux -k Linuxtag -V eisberg -m verify"
-cat "$dir/load.out"
+client_ok=yes
+why=""
+if [ "$(id -u)" -ne 0 ]; then client_ok=""; why="needs root"; fi
+if [ ! -c /dev/fuse ]; then client_ok=""; why="no /dev/fuse"; fi
+if [ ! -x "$bin/client/rsclientd" ]; then client_ok=""; why="rsclientd not built (libfuse3-dev)"; fi
+if [ -n "$client_ok" ]; then
+  echo "== the client side on this machine: rsclientd attaches eisberg as /dev/av0/eisberg"
+  export RSCLIENT_SOCKET=$dir/rsclientd.sock
+  rsclientd --config "$dir/rsclient.json" --run-dir "$dir/run" --state "$dir/attached.json" \
+    >>"$dir/rsclientd.log" 2>&1 &
+  client_pid=$!
+  for _ in $(seq 200); do rsconfig --show-config >/dev/null 2>&1 && break; sleep 0.05; done
+  clt() {
+    echo "clt# $*"
+    "$@"
+  }
+  clt rsconfig --set-node tux --key Linuxtag
+  clt rsconfig --add-server trainator --address "127.0.0.1:$port" --address "127.0.0.1:$port"
+  clt rsconfig -q
+  clt rsconfig -qvv
+  clt ls -l /dev/av0/eisberg || true
+  clt rsconfig -a
+  clt ls -l /dev/av0/eisberg
+  clt rsconfig -lvv
+  clt mkfs -t ext4 -q /dev/av0/eisberg
+  mkdir -p "$dir/mnt"
+  clt mount /dev/av0/eisberg "$dir/mnt"
+  echo "clt# echo 'hello from tux' > $dir/mnt/hello.txt"
+  echo "hello from tux" >"$dir/mnt/hello.txt"
+  clt dd if=/dev/urandom of="$dir/mnt/data.bin" bs=1M count=64 status=none
+  clt sync
+  clt df -h "$dir/mnt"
+  echo
+  show rsadmin -lvvv
+  echo
+  show rsadmin -qA
+  echo
+  clt umount "$dir/mnt"
+  clt rsconfig -d eisberg
+  clt rsconfig -l
+  kill "$client_pid"
+  wait "$client_pid" || true
+  client_pid=
+else
+  echo "SKIP: the block-device walk-through ($why); showing RSIO with the load tool instead"
+  echo "== tux connects over RSIO (127.0.0.1:$port) and writes and verifies eisberg"
+  rm -f "$dir/load.stop"
+  rsio-load -s "127.0.0.1:$port" -s "127.0.0.1:$port" -n tux -k Linuxtag -V eisberg -m verify \
+    -t 60 --stop-file "$dir/load.stop" >"$dir/load.out" 2>&1 &
+  load_pid=$!
+  for _ in $(seq 200); do
+    rsadmin -qA | grep -q " tux " && break
+    kill -0 "$load_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  show rsadmin -lvvv
+  echo
+  show rsadmin -qA
+  touch "$dir/load.stop"
+  wait "$load_pid"
+  cat "$dir/load.out"
+fi
 echo
 echo "== restarting rsiod: everything above is persisted in $dir/state/rsio.db"
 stop_daemon

@@ -14,11 +14,11 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   # libraries
   libboost1.81-dev liburing-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
-  libssl-dev libsystemd-dev libfmt-dev
+  libssl-dev libsystemd-dev libfmt-dev libfuse3-dev
   # tests
   libgtest-dev libgmock-dev sqlite3
   # tools the walk-through and tests use
-  e2fsprogs util-linux procps curl python3 fio iproute2 iptables
+  e2fsprogs util-linux procps curl python3 fio iproute2 iptables fuse3
   # peers the protocol benchmark compares against
   nbdkit qemu-utils
 )

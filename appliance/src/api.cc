@@ -21,31 +21,6 @@ using volmgr::VolumeInfo;
 
 namespace {
 
-int http_status(Errc code) {
-  switch (code) {
-    case Errc::kInvalidArgument:
-      return 400;
-    case Errc::kNotFound:
-      return 404;
-    case Errc::kAlreadyExists:
-      return 409;
-    case Errc::kInUse:
-      return 409;
-    case Errc::kNoSpace:
-      return 507;
-    case Errc::kPermissionDenied:
-      return 403;
-    case Errc::kUnavailable:
-      return 503;
-    case Errc::kIo:
-    case Errc::kCorrupt:
-    case Errc::kUnsupportedVersion:
-    case Errc::kInternal:
-      return 500;
-  }
-  return 500;
-}
-
 Error bad_request(std::string message) {
   return make_error(Errc::kInvalidArgument, std::move(message));
 }
@@ -176,10 +151,7 @@ Result<bool> get_bool(const json& j, const char* key) {
 
 }  // namespace
 
-ApiResponse Api::error_response(const Error& e) {
-  json j = {{"error", {{"code", errc_name(e.code)}, {"message", e.message}}}};
-  return ApiResponse{http_status(e.code), j.dump()};
-}
+ApiResponse Api::error_response(const Error& e) { return api_error_response(e); }
 
 namespace {
 

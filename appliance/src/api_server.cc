@@ -31,14 +31,21 @@ constexpr auto kWriteTimeout = std::chrono::seconds(30);
 struct ApiServer::Impl {
   asio::io_context& io;
   asio::any_io_executor meta;
-  Api& api;
+  ApiHandler handler;
+  std::string server_name;
   std::string socket_path;
   stream_protocol::acceptor acceptor;
   std::set<Stream*> connections;
   bool stopping = false;
 
-  Impl(asio::io_context& io_, asio::any_io_executor meta_, Api& api_, std::string path)
-      : io(io_), meta(std::move(meta_)), api(api_), socket_path(std::move(path)), acceptor(io_) {}
+  Impl(asio::io_context& io_, asio::any_io_executor meta_, ApiHandler h, std::string path,
+       std::string name)
+      : io(io_),
+        meta(std::move(meta_)),
+        handler(std::move(h)),
+        server_name(std::move(name)),
+        socket_path(std::move(path)),
+        acceptor(io_) {}
 
   awaitable<void> accept_loop();
   awaitable<void> serve(stream_protocol::socket socket);
@@ -47,7 +54,9 @@ struct ApiServer::Impl {
 namespace {
 
 // Runs on the metadata executor.
-awaitable<ApiResponse> handle_on_meta(Api* api, ApiRequest req) { co_return api->handle(req); }
+awaitable<ApiResponse> handle_on_meta(const ApiHandler* handler, ApiRequest req) {
+  co_return (*handler)(req);
+}
 
 void log_if_failed(std::exception_ptr e, const char* what) {
   if (!e) return;
@@ -108,7 +117,7 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
     unsigned version = 11;
     if (rec) {
       const bool too_big = rec == http::error::body_limit || rec == http::error::header_limit;
-      reply = Api::error_response(make_error(
+      reply = api_error_response(make_error(
           Errc::kInvalidArgument, fmt::format("malformed HTTP request: {}", rec.message())));
       if (too_big) reply.status = 413;
     } else {
@@ -116,7 +125,7 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
       keep_alive = req.keep_alive();
       version = req.version();
       if (!allowed) {
-        reply = Api::error_response(make_error(
+        reply = api_error_response(make_error(
             Errc::kPermissionDenied,
             have_cred ? fmt::format("uid {} may not use the management API: it is root-only; "
                                     "run the command as root (sudo)",
@@ -125,17 +134,18 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
       } else {
         ApiRequest api_req{std::string(req.method_string()), std::string(req.target()),
                            std::move(req.body())};
-        auto [e, r] = co_await asio::co_spawn(meta, handle_on_meta(&api, std::move(api_req)),
+        auto [e, r] = co_await asio::co_spawn(meta, handle_on_meta(&handler, std::move(api_req)),
                                               asio::as_tuple(asio::use_awaitable));
         if (e) {
           log_if_failed(e, "management API request");
-          r = Api::error_response(make_error(Errc::kInternal, "internal error; see rsiod's log"));
+          r = api_error_response(make_error(
+              Errc::kInternal, fmt::format("internal error; see {}'s log", server_name)));
         }
         reply = std::move(r);
       }
     }
     http::response<http::string_body> res{static_cast<http::status>(reply.status), version};
-    res.set(http::field::server, "rsiod");
+    res.set(http::field::server, server_name);
     res.set(http::field::content_type, "application/json");
     res.keep_alive(keep_alive && !stopping);
     res.body() = std::move(reply.body);
@@ -150,9 +160,11 @@ awaitable<void> ApiServer::Impl::serve(stream_protocol::socket socket) {
 }
 
 Result<std::unique_ptr<ApiServer>> ApiServer::listen(asio::io_context& io,
-                                                     asio::any_io_executor meta, Api& api,
-                                                     std::string socket_path) {
-  auto impl = std::make_unique<Impl>(io, std::move(meta), api, socket_path);
+                                                     asio::any_io_executor meta, ApiHandler handler,
+                                                     std::string socket_path,
+                                                     std::string server_name) {
+  auto impl = std::make_unique<Impl>(io, std::move(meta), std::move(handler), socket_path,
+                                     std::move(server_name));
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))

@@ -270,7 +270,9 @@ int run(const Options& opt) {
       listening += fmt::format("{}{}:{}", listening.empty() ? "" : ",", a.host, a.port);
 
   asio::io_context io(1);
-  auto server = appliance::ApiServer::listen(io, meta_io.get_executor(), *api, opt.socket_path);
+  auto server = appliance::ApiServer::listen(
+      io, meta_io.get_executor(),
+      [a = api.get()](const appliance::ApiRequest& r) { return a->handle(r); }, opt.socket_path);
   if (!server) {
     log::error("cannot start: {}", server.error().message);
     return 1;

@@ -531,7 +531,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (!n) return;
       for (auto& [id, v] : vols) {
         if (v.session != p->session_id || v.handle != n->handle) continue;
-        if (n->event == static_cast<uint32_t>(wire::Event::kResized)) v.size = n->value;
+        if (n->event == static_cast<uint32_t>(wire::Event::kResized) && v.size != n->value) {
+          v.size = n->value;  // the same notification arrives on every path: act once
+          if (opt.on_resized) opt.on_resized(id, n->value);
+        }
         if (n->event == static_cast<uint32_t>(wire::Event::kReadOnly))
           v.flags |= wire::kVolReadOnly;
       }

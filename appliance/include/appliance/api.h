@@ -9,22 +9,12 @@
 
 #include "appliance/catalog.h"
 #include "appliance/engine_service.h"
+#include "appliance/http_api.h"
 #include "volmgr/volume_manager.h"
 
 namespace rsio::appliance {
 
 inline constexpr const char* kApiVersion = "1.0";
-
-struct ApiRequest {
-  std::string method;  // GET, POST, PATCH, DELETE
-  std::string target;  // path and query, e.g. /1.0/volumes/eisberg?force=true
-  std::string body;    // JSON for POST/PATCH, may be empty otherwise
-};
-
-struct ApiResponse {
-  int status = 200;
-  std::string body;  // JSON
-};
 
 struct ApiInfo {
   std::string version;  // product version

@@ -1,8 +1,9 @@
 // HTTP/1.1 server for the management API on a Unix socket.
 //
 // Thread model: the acceptor and every connection run on the io_context given to listen()
-// (one thread). A parsed request is handed to the metadata executor, where Api::handle runs,
-// and the reply is written back on the io thread, so SQLite never blocks the event loop.
+// (one thread). A parsed request is handed to the handler's executor (rsiod: the metadata
+// thread, where Api::handle runs), and the reply is written back on the io thread, so a
+// handler that blocks (SQLite, a network call) never blocks the event loop.
 // Only root (or the daemon's own user) may use the API: the peer's uid is read with
 // SO_PEERCRED on accept and other callers get 403 on every request.
 #pragma once
@@ -14,7 +15,7 @@
 #include <set>
 #include <string>
 
-#include "appliance/api.h"
+#include "appliance/http_api.h"
 #include "common/result.h"
 
 namespace rsio::appliance {
@@ -26,9 +27,11 @@ class ApiServer {
  public:
   // Binds `socket_path` (mode 0600). A stale socket file from a crashed daemon is replaced;
   // a socket another process still answers on is refused with kInUse.
+  // `server_name` is the HTTP Server header and names the daemon in error messages.
   static Result<std::unique_ptr<ApiServer>> listen(boost::asio::io_context& io,
-                                                   boost::asio::any_io_executor meta, Api& api,
-                                                   std::string socket_path);
+                                                   boost::asio::any_io_executor meta,
+                                                   ApiHandler handler, std::string socket_path,
+                                                   std::string server_name = "rsiod");
   ~ApiServer();
 
   // Starts accepting. Connections end when their peer closes or on stop().

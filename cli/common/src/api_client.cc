@@ -51,6 +51,10 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
                         fmt::format("permission denied on {}: the management API is root-only; "
                                     "run this command as root (sudo)",
                                     socket_path_));
+    if (!start_hint_.empty())
+      return make_error(Errc::kUnavailable,
+                        fmt::format("cannot reach {} at {} ({}): is it running? {}", daemon_,
+                                    socket_path_, ec.message(), start_hint_));
     return make_error(Errc::kUnavailable,
                       fmt::format("cannot reach rsiod at {} ({}): is it running? Start it with "
                                   "`systemctl start rsiod`, or `rsiod --state-dir DIR --socket "
@@ -58,7 +62,7 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
                                   socket_path_, ec.message(), socket_path_));
   }
   http::request<http::string_body> req{http::string_to_verb(method), target, 11};
-  req.set(http::field::host, "rsiod");
+  req.set(http::field::host, daemon_);
   req.set(http::field::user_agent, "rsio-cli");
   if (body) {
     req.set(http::field::content_type, "application/json");
@@ -68,26 +72,26 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
   req.prepare_payload();
   http::write(socket, req, ec);
   if (ec)
-    return make_error(Errc::kUnavailable,
-                      fmt::format("sending to rsiod at {} failed: {}", socket_path_, ec.message()));
+    return make_error(Errc::kUnavailable, fmt::format("sending to {} at {} failed: {}", daemon_,
+                                                      socket_path_, ec.message()));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(1ULL << 30);
   http::read(socket, buffer, parser, ec);
   if (ec)
-    return make_error(Errc::kUnavailable, fmt::format("reading rsiod's reply from {} failed: {}",
-                                                      socket_path_, ec.message()));
+    return make_error(Errc::kUnavailable, fmt::format("reading {}'s reply from {} failed: {}",
+                                                      daemon_, socket_path_, ec.message()));
   auto res = parser.release();
   json j = json::parse(res.body(), nullptr, false);
   if (j.is_discarded())
-    return make_error(Errc::kInternal, fmt::format("rsiod answered {} with a body that is not "
-                                                   "JSON",
-                                                   res.result_int()));
+    return make_error(Errc::kInternal, fmt::format("{} answered {} with a body that is not JSON",
+                                                   daemon_, res.result_int()));
   if (res.result_int() >= 300) {
     if (j.contains("error") && j["error"].is_object())
       return make_error(errc_from_name(j["error"].value("code", "internal")),
                         j["error"].value("message", "unknown error"));
-    return make_error(Errc::kInternal, fmt::format("rsiod answered HTTP {}", res.result_int()));
+    return make_error(Errc::kInternal,
+                      fmt::format("{} answered HTTP {}", daemon_, res.result_int()));
   }
   // json converts implicitly to almost anything, so name the alternative explicitly.
   return Result<json>(boost::system::in_place_value, std::move(j));

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,8 @@ struct ClientOptions {
   // poll(), and every other call must come from that thread too. Completions then run inside
   // poll() on the caller's thread, saving two thread switches per request (the fio engine).
   bool caller_driven = false;
+  // Called on the library's thread when the server reports a new size of an open volume.
+  std::function<void(uint32_t volume, uint64_t size_bytes)> on_resized;
 };
 
 struct VolumeInfo {

@@ -22,6 +22,12 @@ inline constexpr const char* kDefaultSocket = "/run/rsio/rsiod.sock";
 class ApiClient {
  public:
   explicit ApiClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}
+  // For another daemon with the same kind of API (rsclientd): names it in messages, with the
+  // command that starts it and the environment variable that selects its socket.
+  ApiClient(std::string socket_path, std::string daemon, std::string start_hint)
+      : socket_path_(std::move(socket_path)),
+        daemon_(std::move(daemon)),
+        start_hint_(std::move(start_hint)) {}
 
   // Sends one request and returns the JSON reply. Errors: kUnavailable (rsiod not running,
   // with how to start it), kPermissionDenied (not root), and the error rsiod answered with.
@@ -32,6 +38,8 @@ class ApiClient {
 
  private:
   std::string socket_path_;
+  std::string daemon_ = "rsiod";
+  std::string start_hint_;  // empty: rsiod's
 };
 
 // Percent-encodes a path segment or query value.
