@@ -15,22 +15,11 @@
 #include <string>
 
 #include "common/result.h"
+#include "frontend.h"
 
 namespace rsio::rsclient {
 
-// A volume as the frontend sees it: synchronous, thread-safe block I/O. Returns 0 or -errno.
-class BlockBackend {
- public:
-  virtual ~BlockBackend() = default;
-  virtual uint64_t size_bytes() const = 0;
-  virtual bool read_only() const = 0;
-  virtual int read(void* buf, uint64_t length, uint64_t offset) = 0;
-  virtual int write(const void* buf, uint64_t length, uint64_t offset) = 0;
-  virtual int flush() = 0;
-  virtual int discard(uint64_t length, uint64_t offset) = 0;
-};
-
-class FuseFrontend {
+class FuseFrontend final : public Frontend {
  public:
   // Mounts the FUSE file system on `mount_dir` (created if missing; a stale mount left by a
   // crashed rsclientd is detached first) and starts serving it. Errors: kUnavailable when
@@ -40,15 +29,17 @@ class FuseFrontend {
 
   // Serves `name` backed by `backend` and binds it to a free loop device; returns the loop
   // device's path. Errors: kAlreadyExists, kIo (loop setup failed).
-  Result<std::string> attach(const std::string& name, std::shared_ptr<BlockBackend> backend);
+  std::string kind() const override { return "fuse"; }
+  Result<std::string> attach(const std::string& name,
+                             std::shared_ptr<BlockBackend> backend) override;
   // Unbinds the loop device and removes the file. Without `force`, refuses (kInUse) while
   // the block device is open exclusively (mounted, in a RAID, ...).
-  Status detach(const std::string& name, bool force);
+  Status detach(const std::string& name, bool force) override;
   // The volume grew or shrank: the file and the loop device take the new size.
-  Status resized(const std::string& name);
+  Status resized(const std::string& name) override;
 
   // The loop device's number (major, minor) of an attached volume.
-  Result<dev_t> device_number(const std::string& name) const;
+  Result<dev_t> device_number(const std::string& name) const override;
 
   struct Impl;
 
@@ -56,8 +47,5 @@ class FuseFrontend {
   explicit FuseFrontend(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// True when `dev` is open exclusively by someone (a mounted file system, a device mapper).
-bool block_device_busy(const std::string& dev);
 
 }  // namespace rsio::rsclient

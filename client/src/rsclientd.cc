@@ -35,6 +35,7 @@
 #include "fuse_frontend.h"
 #include "rsclient/config.h"
 #include "rsio/client.h"
+#include "ublk_frontend.h"
 
 // Like RSIO_TRY, in an API handler: a failure becomes the error response.
 #define RSIO_TRY_OR(decl, expr) RSIO_TRY_OR_IMPL(RSIO_CONCAT(rsio_try_or_, __LINE__), decl, expr)
@@ -98,6 +99,8 @@ class RsioBackend final : public BlockBackend {
     return run(Opcode::kDiscard, nullptr, len, off);
   }
   uint32_t id() const { return v_.id; }
+  client::Client& client() override { return c_; }
+  uint32_t volume_id() const override { return v_.id; }
 
  private:
   struct Wait {
@@ -159,17 +162,21 @@ class Daemon {
   Status start() {
     RSIO_TRY(cfg_, load_config(opt_.config));
     RSIO_TRY_STATUS(validate_config(cfg_));
-    const bool ublk = ::access("/dev/ublk-control", F_OK) == 0;
-    if (opt_.frontend == "ublk")
-      return make_error(Errc::kUnavailable,
-                        "the ublk frontend is not part of this release; use --frontend fuse "
-                        "(or auto)");
-    if (opt_.frontend == "auto")
-      log::info("{}; serving volumes through FUSE + loop devices",
-                ublk
-                    ? "ublk is present, but this release has only the FUSE frontend"
-                    : "ublk is missing (/dev/ublk-control: load ublk_drv where the kernel has it)");
-    RSIO_TRY(fuse_, FuseFrontend::start(opt_.run_dir + "/fuse"));
+    // ublk where the kernel has it; FUSE + loop devices otherwise (or when asked).
+    if (opt_.frontend != "fuse") {
+      auto u = UblkFrontend::start();
+      if (u) {
+        fuse_ = std::move(*u);
+      } else if (opt_.frontend == "ublk") {
+        return u.error();
+      } else {
+        log::info("{}; serving volumes through FUSE + loop devices instead", u.error().message);
+      }
+    }
+    if (!fuse_) {
+      RSIO_TRY(auto f, FuseFrontend::start(opt_.run_dir + "/fuse"));
+      fuse_ = std::move(f);
+    }
     reattach();
     return {};
   }
@@ -251,7 +258,7 @@ class Daemon {
     if (p.empty()) {
       return ok(200, json{{"product", "rsclientd"},
                           {"node", cfg_.node_name},
-                          {"frontend", "fuse"},
+                          {"frontend", fuse_ ? fuse_->kind() : "none"},
                           {"config", opt_.config}});
     }
     if (p[0] == "config" && m == "GET")
@@ -429,7 +436,7 @@ class Daemon {
                 {"blocks", size / 512},
                 {"read_only", a.read_only},
                 {"servers", 1},
-                {"frontend", "fuse"},
+                {"frontend", fuse_->kind()},
                 {"loop_device", a.loop_dev},
                 {"block_device", a.block_path},
                 {"raw_device", nullptr}};
@@ -573,7 +580,7 @@ class Daemon {
   Options opt_;
   asio::any_io_executor worker_;
   Config cfg_;
-  std::unique_ptr<FuseFrontend> fuse_;
+  std::unique_ptr<Frontend> fuse_;  // the frontend: ublk or FUSE
   std::map<std::string, std::unique_ptr<client::Client>> sessions_;
   std::map<std::string, Attached> attached_;
 };
@@ -600,6 +607,16 @@ int run(const Options& opt) {
     return 1;
   }
   asio::io_context io(1);
+  {
+    std::error_code ec;
+    const auto parent = std::filesystem::path(opt.socket).parent_path();
+    if (!parent.empty() && !std::filesystem::exists(parent)) {
+      std::filesystem::create_directories(parent, ec);
+      if (!ec)
+        std::filesystem::permissions(parent, std::filesystem::perms(0755),
+                                     std::filesystem::perm_options::replace, ec);
+    }
+  }
   auto server = appliance::ApiServer::listen(
       io, worker_io.get_executor(), [&d](const ApiRequest& r) { return d.handle(r); }, opt.socket,
       "rsclientd");
