@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "rsio/client.h"
@@ -34,8 +35,19 @@ class Frontend {
   virtual ~Frontend() = default;
   virtual std::string kind() const = 0;  // "ublk", "fuse"
   // Makes `name` a block device; returns the kernel's device path (/dev/ublkbN, /dev/loopN).
-  virtual Result<std::string> attach(const std::string& name,
-                                     std::shared_ptr<BlockBackend> backend) = 0;
+  // `resume` is what handle() said before a restart of rsclientd: a frontend whose devices
+  // survive the daemon (ublk with user recovery) takes the existing device over.
+  virtual Result<std::string> attach(const std::string& name, std::shared_ptr<BlockBackend> backend,
+                                     const std::string& resume = "") = 0;
+  // What to persist so that attach() can take the device over after a restart ("" if nothing).
+  virtual std::string handle(const std::string& name) const {
+    (void)name;
+    return "";
+  }
+  // rsclientd stops without detaching: devices that can outlive it are left for the next
+  // start (their requests wait in the kernel); the others are detached. Returns the names of
+  // the devices left.
+  virtual std::vector<std::string> release_all() = 0;
   // Removes the block device. Without `force`, refuses (kInUse) while it is open exclusively
   // (mounted, held by another driver).
   virtual Status detach(const std::string& name, bool force) = 0;

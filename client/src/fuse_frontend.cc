@@ -202,8 +202,19 @@ FuseFrontend::~FuseFrontend() {
   fuse_destroy(impl_->f);
 }
 
+std::vector<std::string> FuseFrontend::release_all() {
+  std::vector<std::string> names;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (const auto& [name, f] : impl_->files) names.push_back(name);
+  }
+  for (const auto& n : names) (void)detach(n, true);
+  return {};
+}
+
 Result<std::string> FuseFrontend::attach(const std::string& name,
-                                         std::shared_ptr<BlockBackend> backend) {
+                                         std::shared_ptr<BlockBackend> backend,
+                                         const std::string& /*resume*/) {
   const bool ro = backend->read_only();
   {
     std::lock_guard lock(impl_->mu);

@@ -30,8 +30,10 @@ class FuseFrontend final : public Frontend {
   // Serves `name` backed by `backend` and binds it to a free loop device; returns the loop
   // device's path. Errors: kAlreadyExists, kIo (loop setup failed).
   std::string kind() const override { return "fuse"; }
-  Result<std::string> attach(const std::string& name,
-                             std::shared_ptr<BlockBackend> backend) override;
+  Result<std::string> attach(const std::string& name, std::shared_ptr<BlockBackend> backend,
+                             const std::string& resume = "") override;
+  // FUSE devices cannot outlive the daemon: detaches every device.
+  std::vector<std::string> release_all() override;
   // Unbinds the loop device and removes the file. Without `force`, refuses (kInUse) while
   // the block device is open exclusively (mounted, in a RAID, ...).
   Status detach(const std::string& name, bool force) override;

@@ -9,6 +9,7 @@
 // run their own threads; a resize notification from the library is posted to the worker.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <systemd/sd-daemon.h>
@@ -182,9 +183,15 @@ class Daemon {
   }
 
   void stop() {
-    // FUSE devices cannot outlive the daemon: detach them; the state file keeps the list so
-    // the next start attaches them again.
-    for (auto& [name, a] : attached_) remove_node(a);
+    // Nothing is detached unless asked: ublk devices stay (their requests wait in the kernel
+    // until the next start takes them over); FUSE devices cannot outlive the daemon and are
+    // detached. The state file lists them all, so the next start attaches them again.
+    save_state();
+    std::vector<std::string> kept = fuse_ ? fuse_->release_all() : std::vector<std::string>{};
+    for (auto& [name, a] : attached_)
+      if (std::find(kept.begin(), kept.end(), name) == kept.end()) remove_node(a);
+    if (!kept.empty())
+      log::info("left {} device(s) for the next start: {}", kept.size(), fmt::join(kept, ", "));
     attached_.clear();
     fuse_.reset();
     sessions_.clear();
@@ -468,7 +475,8 @@ class Daemon {
   }
 
   // Attaches `volume` from `server` (empty: the first server that grants it).
-  Result<std::string> attach(const std::string& volume, const std::string& server, bool ro) {
+  Result<std::string> attach(const std::string& volume, const std::string& server, bool ro,
+                             const std::string& resume = "") {
     if (volume.empty()) return make_error(Errc::kInvalidArgument, "name the volume to attach");
     if (attached_.count(volume) > 0)
       return make_error(Errc::kAlreadyExists, fmt::format("{} is attached already as {}", volume,
@@ -505,7 +513,7 @@ class Daemon {
     a.ns = chosen->namespace_index;
     a.read_only = info.read_only();
     a.backend = std::make_shared<RsioBackend>(*c, info);
-    auto dev = fuse_->attach(volume, a.backend);
+    auto dev = fuse_->attach(volume, a.backend, resume);
     if (!dev) {
       (void)c->close_volume(info.id);
       return dev.error();
@@ -553,7 +561,11 @@ class Daemon {
   void save_state() {
     json list = json::array();
     for (const auto& [n, a] : attached_)
-      list.push_back({{"volume", a.volume}, {"server", a.server}, {"read_only", a.read_only}});
+      list.push_back({{"volume", a.volume},
+                      {"server", a.server},
+                      {"read_only", a.read_only},
+                      {"frontend", fuse_->kind()},
+                      {"handle", fuse_->handle(n)}});
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(opt_.state).parent_path(), ec);
     std::ofstream(opt_.state) << json{{"attached", list}}.dump(2) << "\n";
@@ -569,7 +581,10 @@ class Daemon {
     if (j.is_discarded()) return;
     for (const auto& a : j.value("attached", json::array())) {
       const std::string vol = a.value("volume", std::string());
-      auto r = attach(vol, a.value("server", std::string()), a.value("read_only", false));
+      const std::string resume = a.value("frontend", std::string()) == fuse_->kind()
+                                     ? a.value("handle", std::string())
+                                     : std::string();
+      auto r = attach(vol, a.value("server", std::string()), a.value("read_only", false), resume);
       if (r)
         log::info("re-attached {}", vol);
       else

@@ -316,8 +316,37 @@ UblkFrontend::~UblkFrontend() {
   for (const auto& n : names) (void)detach(n, true);
 }
 
+std::string UblkFrontend::handle(const std::string& name) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->devices.find(name);
+  return it == impl_->devices.end() ? "" : fmt::format("ublk:{}", it->second->id);
+}
+
+std::vector<std::string> UblkFrontend::release_all() {
+  std::vector<std::unique_ptr<Device>> devs;
+  std::vector<std::string> names;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [n, d] : impl_->devices) {
+      names.push_back(n);
+      devs.push_back(std::move(d));
+    }
+    impl_->devices.clear();
+  }
+  for (auto& d : devs) {
+    // The queue thread leaves fetched requests uncommitted: the kernel re-issues them to the
+    // next rsclientd (UBLK_F_USER_RECOVERY_REISSUE).
+    d->stop = true;
+    const uint64_t one = 1;
+    (void)!::write(d->event_fd, &one, sizeof(one));
+    if (d->thread.joinable()) d->thread.join();
+  }
+  return names;  // ~Device closes the character device; the block device stays
+}
+
 Result<std::string> UblkFrontend::attach(const std::string& name,
-                                         std::shared_ptr<BlockBackend> backend) {
+                                         std::shared_ptr<BlockBackend> backend,
+                                         const std::string& resume) {
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->devices.count(name) > 0)
@@ -326,39 +355,64 @@ Result<std::string> UblkFrontend::attach(const std::string& name,
   auto d = std::make_unique<Device>();
   d->name = name;
   d->backend = std::move(backend);
-  ublksrv_ctrl_dev_info info{};
-  info.nr_hw_queues = 1;
-  info.queue_depth = kQueueDepth;
-  info.max_io_buf_bytes = kMaxIoBytes;
-  info.dev_id = UINT32_MAX;  // the kernel picks the number
-  info.ublksrv_pid = ::getpid();
-  int rc = impl_->control(UBLK_CMD_ADD_DEV, UINT32_MAX, &info, sizeof(info));
-  if (rc < 0)
-    return make_error(Errc::kIo, fmt::format("ublk ADD_DEV for {}: {}", name, std::strerror(-rc)));
-  d->id = info.dev_id;
+  bool recovering = false;
+  int rc = 0;
+  if (resume.rfind("ublk:", 0) == 0) {
+    const auto id = static_cast<uint32_t>(std::strtoul(resume.c_str() + 5, nullptr, 10));
+    ublksrv_ctrl_dev_info info{};
+    rc = impl_->control(UBLK_CMD_GET_DEV_INFO, id, &info, sizeof(info));
+    if (rc == 0 && info.state == UBLK_S_DEV_QUIESCED &&
+        impl_->control(UBLK_CMD_START_USER_RECOVERY, id, nullptr, 0) == 0) {
+      d->id = id;
+      recovering = true;
+      log::info("ublk {}: taking over /dev/ublkb{} from the previous rsclientd", name, id);
+    } else if (rc == 0) {
+      // Not recoverable (stopped, or still served by someone): start afresh.
+      log::warn("ublk {}: /dev/ublkb{} is in state {}, not recoverable; adding a new device", name,
+                id, info.state);
+      impl_->control(UBLK_CMD_STOP_DEV, id, nullptr, 0);
+      impl_->control(UBLK_CMD_DEL_DEV, id, nullptr, 0);
+    }
+  }
   auto fail = [&](Error e) -> Result<std::string> {
+    impl_->control(UBLK_CMD_STOP_DEV, d->id, nullptr, 0);
     impl_->control(UBLK_CMD_DEL_DEV, d->id, nullptr, 0);
     return e;
   };
-  const uint64_t size = d->backend->size_bytes();
-  ublk_params params{};
-  params.len = sizeof(params);
-  params.types = UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD;
-  params.basic.attrs = UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA |
-                       (d->backend->read_only() ? UBLK_ATTR_READ_ONLY : 0);
-  params.basic.logical_bs_shift = 9;
-  params.basic.physical_bs_shift = 12;
-  params.basic.io_opt_shift = 12;
-  params.basic.io_min_shift = 9;
-  params.basic.max_sectors = kMaxIoBytes >> 9;
-  params.basic.dev_sectors = size >> 9;
-  params.discard.discard_granularity = 4096;
-  params.discard.max_discard_sectors = kMaxIoBytes >> 9;
-  params.discard.max_write_zeroes_sectors = kMaxIoBytes >> 9;
-  params.discard.max_discard_segments = 1;
-  rc = impl_->control(UBLK_CMD_SET_PARAMS, d->id, &params, sizeof(params));
-  if (rc < 0)
-    return fail(make_error(Errc::kIo, fmt::format("ublk SET_PARAMS: {}", std::strerror(-rc))));
+  if (!recovering) {
+    ublksrv_ctrl_dev_info info{};
+    info.nr_hw_queues = 1;
+    info.queue_depth = kQueueDepth;
+    info.max_io_buf_bytes = kMaxIoBytes;
+    info.dev_id = UINT32_MAX;  // the kernel picks the number
+    info.ublksrv_pid = ::getpid();
+    // The device survives a restart of rsclientd: its requests wait and are re-issued.
+    info.flags = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+    rc = impl_->control(UBLK_CMD_ADD_DEV, UINT32_MAX, &info, sizeof(info));
+    if (rc < 0)
+      return make_error(Errc::kIo,
+                        fmt::format("ublk ADD_DEV for {}: {}", name, std::strerror(-rc)));
+    d->id = info.dev_id;
+    const uint64_t size = d->backend->size_bytes();
+    ublk_params params{};
+    params.len = sizeof(params);
+    params.types = UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD;
+    params.basic.attrs = UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA |
+                         (d->backend->read_only() ? UBLK_ATTR_READ_ONLY : 0);
+    params.basic.logical_bs_shift = 9;
+    params.basic.physical_bs_shift = 12;
+    params.basic.io_opt_shift = 12;
+    params.basic.io_min_shift = 9;
+    params.basic.max_sectors = kMaxIoBytes >> 9;
+    params.basic.dev_sectors = size >> 9;
+    params.discard.discard_granularity = 4096;
+    params.discard.max_discard_sectors = kMaxIoBytes >> 9;
+    params.discard.max_write_zeroes_sectors = kMaxIoBytes >> 9;
+    params.discard.max_discard_segments = 1;
+    rc = impl_->control(UBLK_CMD_SET_PARAMS, d->id, &params, sizeof(params));
+    if (rc < 0)
+      return fail(make_error(Errc::kIo, fmt::format("ublk SET_PARAMS: {}", std::strerror(-rc))));
+  }
   // The character device appears through devtmpfs/udev.
   const std::string cdev = fmt::format("/dev/ublkc{}", d->id);
   for (int i = 0; i < 200 && d->cdev < 0; ++i) {
@@ -383,12 +437,15 @@ Result<std::string> UblkFrontend::attach(const std::string& name,
     d->thread.join();
     return fail(st.error());
   }
-  // START_DEV returns once every tag has been fetched.
-  rc = impl_->control(UBLK_CMD_START_DEV, d->id, nullptr, 0, static_cast<uint64_t>(::getpid()));
+  // START_DEV (END_USER_RECOVERY when taking over) returns once every tag has been fetched.
+  rc = impl_->control(recovering ? UBLK_CMD_END_USER_RECOVERY : UBLK_CMD_START_DEV, d->id, nullptr,
+                      0, static_cast<uint64_t>(::getpid()));
   if (rc < 0) {
     d->stop = true;
     d->thread.join();
-    return fail(make_error(Errc::kIo, fmt::format("ublk START_DEV: {}", std::strerror(-rc))));
+    return fail(make_error(
+        Errc::kIo, fmt::format("ublk {}: {}", recovering ? "END_USER_RECOVERY" : "START_DEV",
+                               std::strerror(-rc))));
   }
   d->bdev = fmt::format("/dev/ublkb{}", d->id);
   struct stat st {};

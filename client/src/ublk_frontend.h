@@ -24,8 +24,14 @@ class UblkFrontend final : public Frontend {
   ~UblkFrontend() override;
 
   std::string kind() const override { return "ublk"; }
-  Result<std::string> attach(const std::string& name,
-                             std::shared_ptr<BlockBackend> backend) override;
+  // With `resume` ("ublk:N" from handle()) takes over device N left by a previous rsclientd
+  // (user recovery): requests that waited in the kernel meanwhile are served then.
+  Result<std::string> attach(const std::string& name, std::shared_ptr<BlockBackend> backend,
+                             const std::string& resume = "") override;
+  std::string handle(const std::string& name) const override;
+  // Stops serving every device without deleting it: with user recovery the kernel keeps each
+  // one and queues its requests until the next rsclientd takes it over.
+  std::vector<std::string> release_all() override;
   Status detach(const std::string& name, bool force) override;
   // ublk in Linux 6.12 cannot change a live device's size: reported as kUnavailable.
   Status resized(const std::string& name) override;

@@ -69,7 +69,8 @@ copy_with_libs() {
     cp -Ln "$lib" "$root$lib"
   done
 }
-for f in /bin/bash /sbin/mke2fs /sbin/e2fsck "$bin/client/rsclientd" "$bin/cli/rsconfig"; do
+for f in /bin/bash /sbin/mke2fs /sbin/e2fsck "$(command -v fio)" "$bin/client/rsclientd" \
+  "$bin/cli/rsconfig"; do
   copy_with_libs "$f"
 done
 ln -sf mke2fs "$root/bin/mkfs.ext4"
@@ -121,6 +122,30 @@ rsconfig --add-server trainator --address 10.0.2.2:$port
 rsconfig -q
 rsconfig -a eisberg
 ls -l /dev/av0/eisberg
+rsconfig -lvvv
+# fio writes with crc32c verification while rsclientd is killed and started again: the ublk
+# device must survive (user recovery) and fio must see no error.
+fio --name=verify --filename=/dev/av0/eisberg --rw=randwrite --bs=4k --size=24m \\
+  --ioengine=io_uring --iodepth=16 --direct=1 --verify=crc32c --verify_fatal=1 \\
+  --do_verify=1 --randrepeat=0 > /tmp/fio.log 2>&1 &
+fio_pid=\$!
+# Kill once fio has written something.
+for i in \$(seq 600); do
+  w=\$(awk '{print \$5}' /sys/block/ublkb0/stat)
+  [ "\$w" -gt 2000 ] && break
+  sleep 0.05
+done
+old=\$(pidof rsclientd)
+kill -9 \$old
+echo "GUEST: killed rsclientd \$old after \$w writes"
+rsclientd --frontend ublk --run-dir /run/rsio/client >>/tmp/rsclientd.log 2>&1 &
+for i in \$(seq 300); do rsconfig -l 2>/dev/null | grep -q eisberg && break; sleep 0.1; done
+echo "GUEST: rsclientd restarted as \$(pidof rsclientd)"
+wait \$fio_pid || { cat /tmp/fio.log; echo "GUEST: fio failed"; exit 1; }
+grep -E "err=|READ:|WRITE:" /tmp/fio.log
+grep -q "err= 0" /tmp/fio.log
+grep -q "READ:" /tmp/fio.log  # the verify pass read everything back
+grep "taking over" /tmp/rsclientd.log
 rsconfig -lvvv
 mkfs.ext4 -q /dev/av0/eisberg
 mount /dev/av0/eisberg /mnt
