@@ -88,9 +88,13 @@ Status list_devices(ApiClient& api, const Args& a) {
                  d["raw_device"].is_null() ? "-" : d["raw_device"].get<std::string>());
       fmt::print("    b: {}\n", d["block_device"].get<std::string>());
     }
-    if (a.verbose >= 3)
+    if (a.verbose >= 3) {
       fmt::print("    via {} ({} frontend), server {}\n", d["loop_device"].get<std::string>(),
                  d["frontend"].get<std::string>(), d["server"].get<std::string>());
+      if (!d.value("follows_resize", true))
+        fmt::print("    a resize on the server shows after detach and attach (this kernel's "
+                   "ublk cannot resize a live device)\n");
+    }
   }
   return {};
 }

@@ -444,6 +444,8 @@ class Daemon {
                 {"read_only", a.read_only},
                 {"servers", 1},
                 {"frontend", fuse_->kind()},
+                // ublk in Linux 6.12 has no way to change a live device's size.
+                {"follows_resize", fuse_->kind() != "ublk"},
                 {"loop_device", a.loop_dev},
                 {"block_device", a.block_path},
                 {"raw_device", nullptr}};
@@ -565,6 +567,8 @@ class Daemon {
                       {"server", a.server},
                       {"read_only", a.read_only},
                       {"frontend", fuse_->kind()},
+                // ublk in Linux 6.12 has no way to change a live device's size.
+                {"follows_resize", fuse_->kind() != "ublk"},
                       {"handle", fuse_->handle(n)}});
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(opt_.state).parent_path(), ec);
