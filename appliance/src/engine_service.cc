@@ -519,6 +519,11 @@ void EngineService::grant_changed(int64_t volume_id, int64_t client_id, bool rev
   });
 }
 
+void EngineService::set_poll_us(uint32_t us) {
+  Impl* raw = impl_.get();
+  impl_->loop->post([raw, us] { raw->loop->set_poll_ns(uint64_t{us} * 1000); });
+}
+
 void EngineService::stop_export() {
   Impl* raw = impl_.get();
   auto promise = std::make_shared<std::promise<void>>();

@@ -42,6 +42,14 @@ struct FuseFrontend::Impl {
 
   static Impl* self() { return static_cast<Impl*>(fuse_get_context()->private_data); }
 
+  Result<std::string> loop_device_of(const std::string& name) const {
+    std::lock_guard lock(mu);
+    auto it = files.find(name);
+    if (it == files.end())
+      return make_error(Errc::kNotFound, fmt::format("{} is not attached", name));
+    return it->second.loop_dev;
+  }
+
   std::shared_ptr<BlockBackend> find(const char* path) const {
     if (path == nullptr || path[0] != '/') return nullptr;
     std::lock_guard lock(mu);
@@ -284,14 +292,7 @@ bool block_device_busy(const std::string& dev) {
 }
 
 Status FuseFrontend::detach(const std::string& name, bool force) {
-  std::string dev;
-  {
-    std::lock_guard lock(impl_->mu);
-    auto it = impl_->files.find(name);
-    if (it == impl_->files.end())
-      return make_error(Errc::kNotFound, fmt::format("{} is not attached", name));
-    dev = it->second.loop_dev;
-  }
+  RSIO_TRY(std::string dev, impl_->loop_device_of(name));
   if (!force && block_device_busy(dev))
     return make_error(Errc::kInUse,
                       fmt::format("{} ({}) is in use (mounted?); unmount it first, or detach with "
@@ -310,14 +311,7 @@ Status FuseFrontend::detach(const std::string& name, bool force) {
 }
 
 Status FuseFrontend::resized(const std::string& name) {
-  std::string dev;
-  {
-    std::lock_guard lock(impl_->mu);
-    auto it = impl_->files.find(name);
-    if (it == impl_->files.end())
-      return make_error(Errc::kNotFound, fmt::format("{} is not attached", name));
-    dev = it->second.loop_dev;
-  }
+  RSIO_TRY(std::string dev, impl_->loop_device_of(name));
   int lfd = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
   if (lfd < 0) return errno_error(fmt::format("open {}", dev), errno);
   const int rc = ::ioctl(lfd, LOOP_SET_CAPACITY, 0);

@@ -567,8 +567,8 @@ class Daemon {
                       {"server", a.server},
                       {"read_only", a.read_only},
                       {"frontend", fuse_->kind()},
-                // ublk in Linux 6.12 has no way to change a live device's size.
-                {"follows_resize", fuse_->kind() != "ublk"},
+                      // ublk in Linux 6.12 has no way to change a live device's size.
+                      {"follows_resize", fuse_->kind() != "ublk"},
                       {"handle", fuse_->handle(n)}});
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(opt_.state).parent_path(), ec);
@@ -605,12 +605,7 @@ class Daemon {
 };
 
 int run(const Options& opt) {
-  if (opt.log_level == "debug")
-    log::set_min_level(log::Level::kDebug);
-  else if (opt.log_level == "warning")
-    log::set_min_level(log::Level::kWarning);
-  else if (opt.log_level == "error")
-    log::set_min_level(log::Level::kError);
+  log::set_min_level(opt.log_level);  // validated by the option parser
   ::signal(SIGPIPE, SIG_IGN);
   asio::io_context worker_io(1);
   auto worker_guard = asio::make_work_guard(worker_io);

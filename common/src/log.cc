@@ -38,6 +38,20 @@ std::string_view level_name(Level level) {
 
 void set_min_level(Level level) { g_min_level.store(static_cast<int>(level)); }
 
+bool set_min_level(std::string_view name) {
+  if (name == "debug")
+    set_min_level(Level::kDebug);
+  else if (name == "info")
+    set_min_level(Level::kInfo);
+  else if (name == "warning")
+    set_min_level(Level::kWarning);
+  else if (name == "error")
+    set_min_level(Level::kError);
+  else
+    return false;
+  return true;
+}
+
 void write(Level level, std::string_view message) {
   if (static_cast<int>(level) > g_min_level.load(std::memory_order_relaxed)) return;
   std::string line;

@@ -37,6 +37,7 @@ namespace {
 constexpr size_t kRecvBufferBytes = 256 * 1024;
 constexpr size_t kMaxQueuedReplyBytes = 8U << 20;  // stop reading while more is unsent
 constexpr size_t kMaxQueuedReplies = 1024;
+constexpr size_t kNoPollBytes = 256 * 1024;  // unsent replies that make the loop sleep at once
 constexpr size_t kMaxIovPerSend = 128;
 constexpr uint32_t kShutdownGraceMs = 2000;
 
@@ -957,6 +958,8 @@ struct ExportServer::Impl {
     }
     c->send_iov.clear();
     size_t skip = c->out_offset;
+    // Large replies keep the socket busy for a while: no point busy-polling meanwhile.
+    if (c->out_bytes >= kNoPollBytes) loop.skip_poll_once();
     for (const OutFrame& f : c->out) {
       if (c->send_iov.size() + 2 > kMaxIovPerSend) break;
       if (skip < f.hdr.size()) {

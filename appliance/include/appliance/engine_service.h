@@ -76,6 +76,8 @@ class EngineService {
   void grant_changed(int64_t volume_id, int64_t client_id, bool revoked, bool read_only);
   // Tells connected clients that the service is going down and closes their paths.
   void stop_export();
+  // The engine loop busy-polls for up to `us` microseconds before it sleeps (0: never).
+  void set_poll_us(uint32_t us);
 
   struct Impl;
 

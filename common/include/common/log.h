@@ -12,6 +12,9 @@ namespace rsio::log {
 enum class Level { kDebug = 7, kInfo = 6, kNotice = 5, kWarning = 4, kError = 3 };
 
 void set_min_level(Level level);
+// Sets the level from its name as the daemons' --log-level takes it: "debug", "info",
+// "warning" or "error". Returns false (and changes nothing) for another name.
+bool set_min_level(std::string_view name);
 void write(Level level, std::string_view message);
 
 template <class... Args>
