@@ -80,9 +80,12 @@ Status list_devices(ApiClient& api, const Args& a) {
   for (const auto& d : r["devices"]) {
     const std::string id =
         fmt::format("rsio::{}@{}", d["volume"].get<std::string>(), d["namespace_index"].get<int>());
-    fmt::print("{}\n", rstrip(fmt::format("{:<40}{:>13} blocks, {:>3} server(s){}", id,
+    // A device that cannot follow a resize on the server says so on its first line.
+    const bool fixed = !d.value("follows_resize", true);
+    fmt::print("{}\n", rstrip(fmt::format("{:<40}{:>13} blocks, {:>3} server(s){}{}", id,
                                           d["blocks"].get<uint64_t>(), d["servers"].get<int>(),
-                                          d["read_only"].get<bool>() ? ", read-only" : "")));
+                                          d["read_only"].get<bool>() ? ", read-only" : "",
+                                          fixed ? ", size fixed until re-attached" : "")));
     if (a.verbose >= 2) {
       fmt::print("    c: {}\n",
                  d["raw_device"].is_null() ? "-" : d["raw_device"].get<std::string>());
@@ -91,9 +94,10 @@ Status list_devices(ApiClient& api, const Args& a) {
     if (a.verbose >= 3) {
       fmt::print("    via {} ({} frontend), server {}\n", d["loop_device"].get<std::string>(),
                  d["frontend"].get<std::string>(), d["server"].get<std::string>());
-      if (!d.value("follows_resize", true))
-        fmt::print("    a resize on the server shows after detach and attach (this kernel's "
-                   "ublk cannot resize a live device)\n");
+      if (fixed)
+        fmt::print(
+            "    a resize on the server shows after detach and attach (this kernel's "
+            "ublk cannot resize a live device)\n");
     }
   }
   return {};
