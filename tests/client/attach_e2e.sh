@@ -5,7 +5,8 @@
 # refused while mounted, a read-only grant refusing writes, a resize reaching the device,
 # and an rsclientd restart attaching the volume again.
 #
-# Usage: attach_e2e.sh BUILD_DIR SEED_FILE. Needs root, /dev/fuse and loop devices; exits 77
+# Usage: attach_e2e.sh BUILD_DIR SEED_FILE (RSIO_KEEP=1 keeps the work directory and its logs).
+# Needs root, /dev/fuse and loop devices; exits 77
 # (CTest: skipped) with the reason otherwise.
 set -euo pipefail
 bin=${1:?usage: $0 BUILD_DIR SEED_FILE}
@@ -23,7 +24,7 @@ cleanup() {
   mountpoint -q "$work/mnt" && umount "$work/mnt"
   [ -n "$client_pid" ] && kill "$client_pid" 2>/dev/null && wait "$client_pid" 2>/dev/null
   [ -n "$rsiod_pid" ] && kill "$rsiod_pid" 2>/dev/null && wait "$rsiod_pid" 2>/dev/null
-  rm -rf "$work"
+  [ -n "${RSIO_KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 fail() {

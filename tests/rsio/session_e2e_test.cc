@@ -539,6 +539,10 @@ TEST_F(RsioSession, ConformanceTableEachRuleGetsItsErrorOrDisconnect) {
 }
 
 TEST_F(RsioSession, MemoryStaysFlatOverAMillionMalformedRequests) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed memory in quarantine, so RSS grows by design.
+  GTEST_SKIP() << "RSS is not meaningful under AddressSanitizer (rsiod is built with it too)";
+#endif
   start();
   populate();
   RawConn rc;
