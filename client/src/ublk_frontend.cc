@@ -62,21 +62,6 @@ struct Device {
   }
 };
 
-int errno_of(wire::StatusCode s) {
-  switch (s) {
-    case wire::StatusCode::kOk:
-      return 0;
-    case wire::StatusCode::kReadOnly:
-      return -EROFS;
-    case wire::StatusCode::kOutOfRange:
-      return -ENOSPC;
-    case wire::StatusCode::kInvalid:
-      return -EINVAL;
-    default:
-      return -EIO;
-  }
-}
-
 // With IORING_SETUP_SQE128 every SQE is 128 bytes: the command payload (sqe->cmd) continues
 // past the 64-byte struct. GCC sees only the struct and would flag the writes beyond it.
 #pragma GCC diagnostic push
@@ -157,7 +142,8 @@ void start_request(Device* d, uint16_t tag, std::atomic<int>& in_flight) {
   r.io.user = &in_flight;
   r.io.done = [](client::Io* io, wire::StatusCode s) {
     auto* rq = reinterpret_cast<Req*>(io);
-    const int res = s == wire::StatusCode::kOk ? static_cast<int>(io->length) : errno_of(s);
+    const int res =
+        s == wire::StatusCode::kOk ? static_cast<int>(io->length) : -wire::status_errno(s);
     {
       std::lock_guard lock(rq->dev->mu);
       rq->dev->done.emplace_back(rq->tag, res);

@@ -46,28 +46,11 @@ struct rsio_fio {
 
 namespace {
 
-int to_errno(StatusCode s) {
-  switch (s) {
-    case StatusCode::kOk:
-      return 0;
-    case StatusCode::kOutOfRange:
-      return ENOSPC;
-    case StatusCode::kReadOnly:
-      return EROFS;
-    case StatusCode::kInvalid:
-      return EINVAL;
-    case StatusCode::kRevoked:
-      return EACCES;
-    default:
-      return EIO;
-  }
-}
-
 // Runs inside poll() on the fio thread (caller-driven), or on the library's thread.
 void on_done(rsio::client::Io* io, StatusCode s) {
   auto* r = reinterpret_cast<Req*>(io);
   auto* h = static_cast<rsio_fio*>(io->user);
-  r->error = to_errno(s);
+  r->error = rsio::wire::status_errno(s);
   if (h->caller_driven) {
     h->completed.push_back(r);
     return;

@@ -1,5 +1,7 @@
 #include "rsio/wire.h"
 
+#include <cerrno>
+
 namespace rsio::wire {
 
 namespace {
@@ -124,6 +126,23 @@ std::string_view status_name(uint32_t s) {
       return "BUSY";
   }
   return "UNKNOWN";
+}
+
+int status_errno(StatusCode s) {
+  switch (s) {
+    case StatusCode::kOk:
+      return 0;
+    case StatusCode::kOutOfRange:
+      return ENOSPC;
+    case StatusCode::kReadOnly:
+      return EROFS;
+    case StatusCode::kInvalid:
+      return EINVAL;
+    case StatusCode::kRevoked:
+      return EACCES;
+    default:
+      return EIO;
+  }
 }
 
 void encode(const RequestHeader& h, uint8_t* out) {

@@ -70,6 +70,8 @@ enum class StatusCode : uint32_t {
   kBusy = 13,
 };
 std::string_view status_name(uint32_t s);
+// The errno a block device reports for a request that ended with `s` (0 for OK; positive).
+int status_errno(StatusCode s);
 
 enum class Event : uint32_t { kResized = 1, kRevoked = 2, kShutdown = 3, kReadOnly = 4 };
 
