@@ -25,65 +25,6 @@ Error bad_request(std::string message) {
   return make_error(Errc::kInvalidArgument, std::move(message));
 }
 
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto hex = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-struct Route {
-  std::vector<std::string> parts;  // path segments after /1.0
-  std::map<std::string, std::string> query;
-  bool versioned = false;
-};
-
-Route parse_target(std::string_view target) {
-  Route r;
-  std::string_view path = target;
-  std::string_view query;
-  if (auto q = target.find('?'); q != std::string_view::npos) {
-    path = target.substr(0, q);
-    query = target.substr(q + 1);
-  }
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') ++i;
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    if (j > i) parts.push_back(percent_decode(path.substr(i, j - i)));
-    i = j;
-  }
-  if (!parts.empty() && parts[0] == kApiVersion) {
-    r.versioned = true;
-    r.parts.assign(parts.begin() + 1, parts.end());
-  }
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view kv = query.substr(0, amp);
-    size_t eq = kv.find('=');
-    std::string key = percent_decode(kv.substr(0, eq));
-    std::string value = eq == std::string_view::npos ? "" : percent_decode(kv.substr(eq + 1));
-    r.query[key] = value;
-    if (amp == std::string_view::npos) break;
-    query = query.substr(amp + 1);
-  }
-  return r;
-}
-
 // A mirror leg number from a path segment; nullopt unless it is a plain decimal number.
 std::optional<uint32_t> parse_leg(const std::string& text) {
   if (text.empty() || text.size() > 2) return std::nullopt;
@@ -95,7 +36,7 @@ std::optional<uint32_t> parse_leg(const std::string& text) {
   return n;
 }
 
-Result<bool> query_flag(const Route& r, const std::string& key) {
+Result<bool> query_flag(const ApiRoute& r, const std::string& key) {
   auto it = r.query.find(key);
   if (it == r.query.end()) return false;
   if (it->second.empty() || it->second == "true" || it->second == "1") return true;
@@ -180,7 +121,7 @@ std::string volume_state(const volmgr::VolumeManager& vm, const VolumeInfo& v) {
 }  // namespace
 
 ApiResponse Api::handle(const ApiRequest& req) {
-  const Route route = parse_target(req.target);
+  const ApiRoute route = parse_api_target(req.target);
   const std::string& m = req.method;
   const auto& p = route.parts;
 

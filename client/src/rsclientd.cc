@@ -65,23 +65,6 @@ struct Options {
   std::string log_level = "info";
 };
 
-int to_errno(StatusCode s) {
-  switch (s) {
-    case StatusCode::kOk:
-      return 0;
-    case StatusCode::kReadOnly:
-      return -EROFS;
-    case StatusCode::kOutOfRange:
-      return -ENOSPC;
-    case StatusCode::kInvalid:
-      return -EINVAL;
-    case StatusCode::kRevoked:
-      return -EACCES;
-    default:
-      return -EIO;
-  }
-}
-
 // A volume of an RSIO session as a synchronous block device for the frontend. Requests
 // larger than the protocol's limit are split; the pieces run in parallel.
 class RsioBackend final : public BlockBackend {
@@ -132,7 +115,7 @@ class RsioBackend final : public BlockBackend {
       io.done = [](client::Io* i, StatusCode s) {
         auto* wt = static_cast<Wait*>(i->user);
         std::lock_guard lock(wt->mu);
-        if (s != StatusCode::kOk && wt->error == 0) wt->error = to_errno(s);
+        if (s != StatusCode::kOk && wt->error == 0) wt->error = -wire::status_errno(s);
         if (--wt->left == 0) wt->cv.notify_one();
       };
     }
@@ -229,47 +212,24 @@ class Daemon {
     return Result<json>(boost::system::in_place_value, std::move(j));
   }
 
-  static std::vector<std::string> split_path(const std::string& target, std::string& query) {
-    std::string path = target;
-    if (auto q = path.find('?'); q != std::string::npos) {
-      query = path.substr(q + 1);
-      path.resize(q);
-    }
-    std::vector<std::string> parts;
-    std::stringstream ss(path);
-    for (std::string p; std::getline(ss, p, '/');)
-      if (!p.empty()) parts.push_back(decode(p));
-    return parts;
-  }
-
-  static std::string decode(const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '%' && i + 2 < s.size()) {
-        out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
-        i += 2;
-      } else {
-        out += s[i];
-      }
-    }
-    return out;
+  static bool flag(const appliance::ApiRoute& r, const char* key) {
+    auto it = r.query.find(key);
+    return it != r.query.end() && it->second == "true";
   }
 
   ApiResponse route(const ApiRequest& req) {
-    std::string query;
-    auto p = split_path(req.target, query);
+    const appliance::ApiRoute r = appliance::parse_api_target(req.target);
+    const auto& p = r.parts;
     const std::string& m = req.method;
-    if (p.empty() || p[0] != "1.0")
+    if (!r.versioned)
       return fail(make_error(Errc::kNotFound, "unknown resource; the API is under /1.0"));
-    p.erase(p.begin());
     if (p.empty()) {
       return ok(200, json{{"product", "rsclientd"},
                           {"node", cfg_.node_name},
                           {"frontend", fuse_ ? fuse_->kind() : "none"},
                           {"config", opt_.config}});
     }
-    if (p[0] == "config" && m == "GET")
-      return ok(200, config_json(query.find("keys=true") != std::string::npos));
+    if (p[0] == "config" && m == "GET") return ok(200, config_json(flag(r, "keys")));
     if (p[0] == "node" && m == "PUT") {
       RSIO_TRY_OR(body, body_of(req));
       Config c = cfg_;
@@ -277,9 +237,9 @@ class Daemon {
       if (body.contains("key")) c.node_key = body["key"].get<std::string>();
       return commit(std::move(c), {});
     }
-    if (p[0] == "servers") return servers(req, p, query);
+    if (p[0] == "servers") return servers(req, p);
     if (p[0] == "volumes" && m == "GET") return ok(200, volumes_json());
-    if (p[0] == "devices") return devices(req, p, query);
+    if (p[0] == "devices") return devices(req, r);
     return fail(make_error(Errc::kNotFound, "unknown resource"));
   }
 
@@ -317,8 +277,7 @@ class Daemon {
     return false;
   }
 
-  ApiResponse servers(const ApiRequest& req, const std::vector<std::string>& p,
-                      const std::string&) {
+  ApiResponse servers(const ApiRequest& req, const std::vector<std::string>& p) {
     const std::string& m = req.method;
     if (p.size() == 1 && m == "POST") {
       RSIO_TRY_OR(body, body_of(req));
@@ -451,8 +410,8 @@ class Daemon {
                 {"raw_device", nullptr}};
   }
 
-  ApiResponse devices(const ApiRequest& req, const std::vector<std::string>& p,
-                      const std::string& query) {
+  ApiResponse devices(const ApiRequest& req, const appliance::ApiRoute& r) {
+    const auto& p = r.parts;
     const std::string& m = req.method;
     if (p.size() == 1 && m == "GET") {
       json list = json::array();
@@ -468,7 +427,7 @@ class Daemon {
       return ok(201, device_json(attached_.at(*a)));
     }
     if (p.size() == 2 && m == "DELETE") {
-      const bool force = query.find("force=true") != std::string::npos;
+      const bool force = flag(r, "force");
       if (Status st = detach(p[1], force); !st) return fail(st.error());
       save_state();
       return ok(200, json{{"detached", p[1]}});

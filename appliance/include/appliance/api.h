@@ -14,8 +14,6 @@
 
 namespace rsio::appliance {
 
-inline constexpr const char* kApiVersion = "1.0";
-
 struct ApiInfo {
   std::string version;  // product version
   std::string state_dir;
