@@ -456,7 +456,7 @@ struct ExportServer::Impl {
       if (c->payload_got == c->payload_req->h.length) {
         Req* r = c->payload_req;
         c->payload_req = nullptr;
-        submit(c, r);
+        submit_after_payload(c, r);
       }
     } else {
       c->rlen += static_cast<size_t>(res);
@@ -691,12 +691,12 @@ struct ExportServer::Impl {
     return StatusCode::kOk;
   }
 
-  void submit(Conn* c, Req* r) {
-    auto* vio = static_cast<io::VolumeIo*>(r->io.user);
-    // The volume may have been re-opened while the payload arrived.
+  // A WRITE whose payload arrived over several receives: the handle may have been closed or
+  // revoked, or the volume re-opened, meanwhile. check_io() ran when its header came.
+  void submit_after_payload(Conn* c, Req* r) {
     Handle* hd = handle_of(c->session, r->h.handle);
     io::VolumeIo* now = hd ? backend.volume_io(hd->volume_id) : nullptr;
-    if (now == nullptr || now != vio || hd->revoked) {
+    if (now == nullptr || now != r->io.user || hd->revoked) {
       const StatusCode st = hd == nullptr ? StatusCode::kBadHandle
                             : hd->revoked ? StatusCode::kRevoked
                                           : StatusCode::kUnavailable;
@@ -705,6 +705,12 @@ struct ExportServer::Impl {
       reply_status(c, h, st);
       return;
     }
+    submit(c, r);
+  }
+
+  // Starts a request check_io() accepted.
+  void submit(Conn* c, Req* r) {
+    auto* vio = static_cast<io::VolumeIo*>(r->io.user);
     switch (static_cast<Opcode>(r->h.opcode)) {
       case Opcode::kRead:
         r->io.op = io::Op::kRead;
@@ -763,17 +769,14 @@ struct ExportServer::Impl {
     const StatusCode st = map_status(status);
     if (st != StatusCode::kOk) ++stats.error_replies;
     OutFrame f;
-    finish_reply(c, f, r->h, st);
-    if (st == StatusCode::kOk && r->h.opcode == op(Opcode::kRead)) {
+    const bool data = st == StatusCode::kOk && r->h.opcode == op(Opcode::kRead);
+    if (data) {
       f.data = r->buf;
       f.len = r->h.length;
-      wire::ReplyHeader rh = wire::decode_reply_header(f.hdr.data());
-      rh.payload_len = r->h.length;
-      wire::encode(rh, f.hdr.data());
-      f.req = r;
-    } else {
-      release(r);
+      f.req = r;  // released once sent
     }
+    finish_reply(c, f, r->h, st);
+    if (!data) release(r);
     queue(c, std::move(f));
     if (c->payload_req == nullptr) {
       parse(c);
@@ -899,18 +902,19 @@ struct ExportServer::Impl {
 
   // --- replies -----------------------------------------------------------------------------
 
-  // Fills the frame's header for a reply to `h`; ends the tag's time in flight.
+  // Fills the frame's header for a reply to `h` carrying f.owned, or else f.data/f.len; ends
+  // the tag's time in flight.
   void finish_reply(Conn* c, OutFrame& f, const wire::RequestHeader& h, StatusCode st) {
     wire::ReplyHeader rh;
     rh.opcode = h.opcode;
     rh.status = static_cast<uint32_t>(st);
     rh.tag = h.tag;
-    rh.payload_len = static_cast<uint32_t>(f.owned.size());
-    wire::encode(rh, f.hdr.data());
-    if (f.owned.size() > 0) {
+    if (!f.owned.empty()) {
       f.data = f.owned.data();
       f.len = static_cast<uint32_t>(f.owned.size());
     }
+    rh.payload_len = f.len;  // read data or a control payload
+    wire::encode(rh, f.hdr.data());
     if (c->session != nullptr) c->session->tags.erase(h.tag);
   }
 
