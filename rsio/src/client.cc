@@ -35,6 +35,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "rsio/address.h"
 #include "rsio/auth.h"
 
 namespace rsio::client {
@@ -80,34 +81,12 @@ Result<PathSpec> parse_path(std::string_view text) {
     p.bind = std::string(text.substr(at + 1));
     text = text.substr(0, at);
   }
-  std::string_view host = text, port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos)
-      return make_error(Errc::kInvalidArgument, fmt::format("server {}: missing ]", text));
-    host = text.substr(1, close - 1);
-    if (close + 1 < text.size()) {
-      if (text[close + 1] != ':')
-        return make_error(Errc::kInvalidArgument, fmt::format("server {}: expected :PORT", text));
-      port = text.substr(close + 2);
-    }
-  } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty()) return make_error(Errc::kInvalidArgument, "server address is empty");
-  p.host = std::string(host);
-  if (!port.empty()) {
-    unsigned v = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9' || v > 65535)
-        return make_error(Errc::kInvalidArgument, fmt::format("server {}: bad port", text));
-      v = v * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (v == 0 || v > 65535)
-      return make_error(Errc::kInvalidArgument, fmt::format("server {}: bad port", text));
-    p.port = static_cast<uint16_t>(v);
-  }
+  RSIO_TRY(HostPort hp, split_host_port(text, "server"));
+  if (hp.host.empty()) return make_error(Errc::kInvalidArgument, "server address is empty");
+  if (hp.port && *hp.port == 0)
+    return make_error(Errc::kInvalidArgument, fmt::format("server {}: bad port 0", text));
+  p.host = std::move(hp.host);
+  if (hp.port) p.port = *hp.port;
   return p;
 }
 

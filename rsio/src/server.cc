@@ -24,6 +24,7 @@
 #include "common/assert.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "rsio/address.h"
 #include "rsio/auth.h"
 
 namespace rsio::server {
@@ -95,41 +96,10 @@ std::string format_endpoint(const sockaddr_storage& ss) {
 }  // namespace
 
 Result<ListenAddress> parse_listen_address(std::string_view text) {
+  RSIO_TRY(HostPort hp, split_host_port(text, "listen address"));
   ListenAddress a;
-  std::string_view host = text, port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos)
-      return make_error(Errc::kInvalidArgument, fmt::format("listen address {}: missing ]", text));
-    host = text.substr(1, close - 1);
-    std::string_view rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':')
-        return make_error(Errc::kInvalidArgument,
-                          fmt::format("listen address {}: expected :PORT after ]", text));
-      port = rest.substr(1);
-    }
-  } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
-    if (text.find(':') != colon)
-      return make_error(
-          Errc::kInvalidArgument,
-          fmt::format("listen address {}: write IPv6 addresses as [ADDR]:PORT", text));
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  a.host = host.empty() ? "0.0.0.0" : std::string(host);
-  if (!port.empty()) {
-    unsigned long v = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9' || v > 65535)
-        return make_error(Errc::kInvalidArgument,
-                          fmt::format("listen address {}: bad port {}", text, port));
-      v = v * 10 + static_cast<unsigned long>(c - '0');
-    }
-    if (v > 65535)
-      return make_error(Errc::kInvalidArgument, fmt::format("listen address {}: bad port", text));
-    a.port = static_cast<uint16_t>(v);
-  }
+  a.host = hp.host.empty() ? "0.0.0.0" : hp.host;
+  if (hp.port) a.port = *hp.port;  // 0: any free port
   sockaddr_in6 probe6{};
   in_addr probe4{};
   if (::inet_pton(AF_INET, a.host.c_str(), &probe4) != 1 &&

@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "rsio/address.h"
 #include "rsio/auth.h"
 
 namespace rsio::wire {
@@ -114,3 +115,28 @@ TEST(Auth, ProofsDependOnKeyTranscriptAndDirection) {
 
 }  // namespace
 }  // namespace rsio::wire
+
+namespace rsio {
+namespace {
+
+TEST(Address, SplitsHostAndPortForBothEnds) {
+  auto a = split_host_port("10.0.1.1:5000", "server");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "10.0.1.1");
+  EXPECT_EQ(a->port, 5000);
+  a = split_host_port("[fd00::1]:7", "server");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "fd00::1");
+  EXPECT_EQ(a->port, 7);
+  a = split_host_port(":5000", "listen address");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "");
+  a = split_host_port("host", "server");
+  ASSERT_TRUE(a);
+  EXPECT_FALSE(a->port.has_value());
+  for (const char* bad : {"fd00::1:5000", "[fd00::1", "[::1]x", "h:70000", "h:5x", "h:"})
+    EXPECT_FALSE(split_host_port(bad, "server")) << bad;
+}
+
+}  // namespace
+}  // namespace rsio
