@@ -12,9 +12,11 @@ fi
 packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config git
+  # manual pages (docs/man/*.scd)
+  scdoc
   # libraries
   libboost1.81-dev liburing-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
-  libssl-dev libsystemd-dev libfmt-dev libfuse3-dev
+  libssl-dev libsystemd-dev libfmt-dev libfuse3-dev zlib1g-dev
   # tests
   libgtest-dev libgmock-dev sqlite3
   # tools the walk-through and tests use

@@ -1,6 +1,9 @@
 #include "appliance/api.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
@@ -94,6 +97,35 @@ Result<bool> get_bool(const json& j, const char* key) {
 
 ApiResponse Api::error_response(const Error& e) { return api_error_response(e); }
 
+Result<uint64_t> Api::backup_database(const std::string& path) {
+  if (db_ == nullptr) return make_error(Errc::kUnavailable, "no database to back up");
+  if (path.empty() || path.front() != '/')
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("backup path '{}' must be absolute", path));
+  // The file is created here, empty and private, so the copy is never readable by others
+  // for a moment; SQLite fills an empty file.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST)
+      return make_error(Errc::kAlreadyExists,
+                        fmt::format("{} already exists; choose a new file name (backups are "
+                                    "never overwritten)",
+                                    path));
+    return errno_error(fmt::format("create backup {}", path), errno);
+  }
+  ::close(fd);
+  RSIO_TRY(db::Statement * st, db_->prepare("VACUUM INTO ?"));
+  st->bind(1, std::string_view(path));
+  if (Status done = st->run(); !done) {
+    ::unlink(path.c_str());
+    return done.error();
+  }
+  struct stat sb {};
+  ::stat(path.c_str(), &sb);
+  log::info("database backed up: path={} size_bytes={}", path, sb.st_size);
+  return static_cast<uint64_t>(sb.st_size);
+}
+
 namespace {
 
 // Everything below builds JSON views of the model; shapes are documented in docs/api.md.
@@ -172,7 +204,43 @@ ApiResponse Api::handle(const ApiRequest& req) {
                 {"used_bytes", (u.info.extent_count - u.free_extents) * extent},
                 {"free_bytes", u.free_extents * extent},
                 {"state", volmgr::pv_state_name(u.info.state)},
-                {"state_detail", u.info.state_detail}};
+                {"state_detail", u.info.state_detail},
+                {"lun_id", u.info.lun_id}};
+  };
+  auto lun_json = [&](const volmgr::LunUsage& u) {
+    const volmgr::Lun& l = u.lun;
+    json paths = json::array();
+    for (const volmgr::LunPath& path : l.paths)
+      paths.push_back({{"name", path.name},
+                       {"transport", path.transport},
+                       {"scsi_address", path.scsi_address},
+                       {"host_wwpn", path.host_wwpn},
+                       {"target_wwpn", path.target_wwpn},
+                       {"iscsi_target", path.iscsi_target},
+                       {"state", path.state}});
+    return json{{"identity", l.identity},
+                {"name", l.name},
+                {"device", l.device_path},
+                {"dm_name", l.dm_name},
+                {"transport", l.transport},
+                {"vendor", l.vendor},
+                {"model", l.model},
+                {"revision", l.revision},
+                {"serial", l.serial},
+                {"size_bytes", l.size_bytes},
+                {"logical_block_bytes", l.logical_block_bytes},
+                {"physical_block_bytes", l.physical_block_bytes},
+                {"rotational", l.rotational},
+                {"read_only", l.read_only},
+                {"by_id", l.by_id},
+                {"backing_file", l.backing_file},
+                {"paths", paths},
+                {"partitions", l.partitions},
+                {"holders", l.holders},
+                {"multipath_map", l.holder_map},
+                {"mounts", l.mounts},
+                {"use", u.use},
+                {"use_detail", u.detail}};
   };
   auto volume_json = [&](const VolumeInfo& v, bool detail) {
     const auto* pool = volumes_.find_pool(v.pool_id);
@@ -198,6 +266,10 @@ ApiResponse Api::handle(const ApiRequest& req) {
               {"state", volume_state(volumes_, v)},
               {"grants", grants},
               {"created_ms", v.created_ms}};
+    if (volumes_.is_passthrough(v)) {
+      const auto* pv = volumes_.find_pv(v.segments[0].areas[0].pv_id);
+      j["passthrough"] = {{"lun_id", pv->lun_id}, {"device", pv->path}};
+    }
     if (v.spec.layout == Layout::kMirrored) {
       json legs = json::array();
       for (size_t k = 0; k < v.leg_states.size(); ++k)
@@ -391,6 +463,72 @@ ApiResponse Api::handle(const ApiRequest& req) {
     return method_not_allowed();
   }
 
+  if (res == "luns") {
+    if (p.size() == 1 && m == "GET") {
+      auto found = volumes_.luns();
+      if (!found) return fail(found.error());
+      json list = json::array();
+      for (const volmgr::LunUsage& u : *found) list.push_back(lun_json(u));
+      return ok(200, json{{"luns", list}});
+    }
+    // POST /1.0/luns/import {lun, pool, force}: a labelled PV of a pool.
+    if (p.size() == 2 && p[1] == "import") {
+      if (m != "POST") return method_not_allowed();
+      auto body = parse_body(req.body, {"lun", "pool", "force"});
+      if (!body) return fail(body.error());
+      volmgr::ImportLunRequest r;
+      auto lun = get_string(*body, "lun", true);
+      if (!lun) return fail(lun.error());
+      auto pool = get_string(*body, "pool", false);
+      if (!pool) return fail(pool.error());
+      auto force = get_bool(*body, "force");
+      if (!force) return fail(force.error());
+      r.lun = *lun;
+      r.pool = *pool;
+      r.force = *force;
+      auto added = volumes_.import_lun(r);
+      if (!added) return fail(added.error());
+      return ok(201, device_json(*added));
+    }
+    // POST /1.0/luns/passthrough {lun, volume, pool}: the whole LUN as one volume.
+    if (p.size() == 2 && p[1] == "passthrough") {
+      if (m != "POST") return method_not_allowed();
+      auto body = parse_body(req.body, {"lun", "volume", "pool"});
+      if (!body) return fail(body.error());
+      volmgr::PassthroughRequest r;
+      auto lun = get_string(*body, "lun", true);
+      if (!lun) return fail(lun.error());
+      auto name = get_string(*body, "volume", true);
+      if (!name) return fail(name.error());
+      auto pool = get_string(*body, "pool", false);
+      if (!pool) return fail(pool.error());
+      r.lun = *lun;
+      r.name = *name;
+      r.pool = *pool;
+      auto created = volumes_.create_passthrough(r);
+      if (!created) return fail(created.error());
+      if (engine_ != nullptr) {
+        if (Status st = engine_->open(*created); !st)
+          log::error("volume={} created but not opened for I/O: {}", created->name,
+                     st.error().message);
+      }
+      return ok(201, volume_json(*created, true));
+    }
+    return not_found();
+  }
+
+  // POST /1.0/backup {path}: an online copy of the whole database (VACUUM INTO).
+  if (res == "backup" && p.size() == 1) {
+    if (m != "POST") return method_not_allowed();
+    auto body = parse_body(req.body, {"path"});
+    if (!body) return fail(body.error());
+    auto path = get_string(*body, "path", true);
+    if (!path) return fail(path.error());
+    auto done = backup_database(*path);
+    if (!done) return fail(done.error());
+    return ok(201, json{{"path", *path}, {"size_bytes", *done}});
+  }
+
   if (res == "volumes") {
     if (p.size() == 1 && m == "GET") {
       auto detail = query_flag(route, "detail");
@@ -527,10 +665,14 @@ ApiResponse Api::handle(const ApiRequest& req) {
         if (engine_ != nullptr) {
           if (Status st = engine_->forget(**v); !st) return fail(st.error());
         }
+        const std::optional<int64_t> lun_pv = volumes_.is_passthrough(**v)
+                                                  ? std::optional((*v)->segments[0].areas[0].pv_id)
+                                                  : std::nullopt;
         Status st = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
           return catalog_.check_and_drop_grants(db, vol.id, vol.name, *force);
         });
         if (!st) return fail(st.error());
+        if (lun_pv && engine_ != nullptr) engine_->device_removed(*lun_pv);
         catalog_.forget_volume(id);
         return ok(200, json{{"deleted", p[1]}});
       }

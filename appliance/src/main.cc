@@ -15,6 +15,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <filesystem>
 #include <thread>
 
@@ -27,6 +28,7 @@
 #include "common/units.h"
 #include "db/migrate.h"
 #include "db/sqlite.h"
+#include "volmgr/rebuild.h"
 #include "volmgr/volume_manager.h"
 
 #ifndef RSIO_VERSION
@@ -49,7 +51,56 @@ struct Options {
   std::string resync_rate = "0";
   std::vector<std::string> listen = {"0.0.0.0:5000"};
   uint32_t poll_us = 50;
+  std::string sysfs_root = "/sys";
+  std::string dev_root = "/dev";
+  std::string mountinfo = "/proc/self/mountinfo";
+  bool lun_scan = true;
+  bool rebuild_db = false;
+  std::vector<std::string> scan_paths;
 };
+
+// How rsiod finds LUNs (and PVs that moved to another device name).
+std::optional<volmgr::LunScanOptions> scan_options(const Options& opt) {
+  if (!opt.lun_scan) return std::nullopt;
+  volmgr::LunScanOptions s;
+  s.sysfs_root = opt.sysfs_root;
+  s.dev_root = opt.dev_root;
+  s.mountinfo = opt.mountinfo;
+  return s;
+}
+
+// rsiod --rebuild-db: fills an empty database from the metadata copies on the devices.
+int rebuild(const Options& opt, const std::string& state_dir, const std::string& db_path) {
+  auto db = db::Database::open(db_path, true);
+  if (!db) {
+    log::error("cannot rebuild: {}", db.error().message);
+    return 1;
+  }
+  if (Status st = db::migrate(**db, db::builtin_migrations()); !st) {
+    log::error("cannot rebuild: {}", st.error().message);
+    return 1;
+  }
+  volmgr::RebuildOptions ro;
+  ro.scan = scan_options(opt);
+  ro.paths = opt.scan_paths;
+  if (ro.paths.empty() && std::filesystem::is_directory(state_dir + "/pools"))
+    ro.paths.push_back(state_dir + "/pools");
+  auto report = volmgr::rebuild_database(**db, ro);
+  if (!report) {
+    log::error("rebuild failed: {}", report.error().message);
+    return 1;
+  }
+  for (const std::string& note : report->notes) fmt::print("{}\n", note);
+  fmt::print(
+      "rebuilt {}: {} pool(s), {} device(s) ({} missing), {} volume(s) from {} device(s) "
+      "scanned; {} stale and {} damaged copies not used\n",
+      db_path, report->pools, report->pvs, report->missing_pvs, report->volumes,
+      report->devices_scanned, report->stale_copies, report->damaged_copies);
+  fmt::print(
+      "client registrations and grants are not on the devices: restore them from a "
+      "database backup (rsadmin --backup) or register and grant again\n");
+  return 0;
+}
 
 // Holds an exclusive lock on the state directory for the daemon's lifetime, so two daemons
 // never share one database.
@@ -179,6 +230,7 @@ int run(const Options& opt) {
   std::unique_ptr<appliance::Api> api;
 
   const std::string db_path = state_dir + "/rsio.db";
+  if (opt.rebuild_db) return rebuild(opt, state_dir, db_path);
   auto db = db::Database::open(db_path, true);
   if (!db) {
     log::error("cannot start: {}", db.error().message);
@@ -189,7 +241,7 @@ int run(const Options& opt) {
     log::error("cannot start: {}", st.error().message);
     return 1;
   }
-  auto vm = volmgr::VolumeManager::open(*database);
+  auto vm = volmgr::VolumeManager::open(*database, {scan_options(opt)});
   if (!vm) {
     log::error("cannot start: database {}: {}", db_path, vm.error().message);
     return 1;
@@ -212,7 +264,18 @@ int run(const Options& opt) {
       return 1;
     }
   }
+  // Metadata copies on the devices: written now (refreshing them after an upgrade), then
+  // at most once a second while changes come in, and at shutdown.
+  volumes->flush_pool_copies();
+  asio::steady_timer copy_timer(meta_io);
+  volumes->set_on_dirty([&] {
+    copy_timer.expires_after(std::chrono::seconds(1));
+    copy_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) volumes->flush_pool_copies();
+    });
+  });
   api = std::make_unique<appliance::Api>(*volumes, *catalog, info);
+  api->set_database(database.get());
   // The I/O engine opens every volume on its devices. Without io_uring rsiod still serves
   // the management API, and says why volumes are not open.
   std::unique_ptr<appliance::EngineService> engine;
@@ -299,8 +362,10 @@ int run(const Options& opt) {
   // reports are persisted by the metadata thread before that stops.
   if (engine != nullptr) engine->stop_export();
   engine.reset();
+  asio::post(meta_io, [&] { copy_timer.cancel(); });
   meta_guard.reset();
   meta_thread.join();
+  volumes->flush_pool_copies();
   api.reset();
   catalog.reset();
   volumes.reset();
@@ -341,6 +406,26 @@ int main(int argc, char** argv) {
                  "(lower latency at low queue depth, a little CPU while idle; 0: never)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  app.add_option("--sysfs-root", opt.sysfs_root,
+                 "Where LUN discovery reads the block devices (sysfs)")
+      ->capture_default_str();
+  app.add_option("--dev-root", opt.dev_root,
+                 "Where LUN discovery finds device nodes and /dev/disk/by-id")
+      ->capture_default_str();
+  app.add_option("--mountinfo", opt.mountinfo,
+                 "Where LUN discovery sees what is mounted (with --sysfs-root for a copy of "
+                 "another system's trees)")
+      ->capture_default_str();
+  app.add_flag("!--no-lun-scan", opt.lun_scan,
+               "Do not discover LUNs: PVs are looked for at their recorded paths only, and "
+               "pass-through LUNs stay unavailable");
+  app.add_flag("--rebuild-db", opt.rebuild_db,
+               "Rebuild a lost database from the metadata copies on the devices (PVs found "
+               "by LUN discovery and under --scan), then exit. The state directory must not "
+               "hold a database with pools");
+  app.add_option("--scan", opt.scan_paths,
+                 "With --rebuild-db: a file-backed PV or a directory of them to read (repeatable; "
+                 "default: STATE_DIR/pools)");
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,10 @@ struct Args {
   std::string add_device;
   std::string remove_device;
   bool list_devices = false;
+  bool list_luns = false;
+  std::string import_lun;
+  std::vector<std::string> passthrough;
+  std::string backup_db;
   bool json_out = false;
   std::string socket = kDefaultSocket;
 };
@@ -165,6 +171,85 @@ Status list_devices(ApiClient& api, const Args& a) {
   return {};
 }
 
+std::string lun_size(const json& l) { return format_size(u64(l, "size_bytes")); }
+
+std::string lun_use(const json& l) {
+  const std::string use = str(l, "use"), detail = str(l, "use_detail");
+  if (use == "pv") return "pv of " + detail.substr(detail.find(' ') + 1);
+  if (use == "passthrough") return "pass-through " + detail;
+  if (use == "in-use") return "in use: " + detail;
+  return use;
+}
+
+std::string path_text(const json& p) {
+  std::string t = fmt::format("{:<6} {:<6}", str(p, "name"), str(p, "transport"));
+  if (!str(p, "scsi_address").empty()) t += fmt::format(" {:<9}", str(p, "scsi_address"));
+  if (!str(p, "host_wwpn").empty() || !str(p, "target_wwpn").empty())
+    t += fmt::format(" initiator {} -> target {}", str(p, "host_wwpn"), str(p, "target_wwpn"));
+  if (!str(p, "iscsi_target").empty()) t += " target " + str(p, "iscsi_target");
+  if (!str(p, "state").empty()) t += "  " + str(p, "state");
+  return rstrip(t);
+}
+
+// smgr -L: one line per LUN (multipath maps stand for their paths); -Lv: everything the
+// appliance knows about each, paths included.
+Status list_luns(ApiClient& api, const Args& a) {
+  RSIO_TRY(json r, api.call("GET", "/1.0/luns"));
+  if (a.json_out) {
+    print_json(r);
+    return {};
+  }
+  if (a.verbose == 0) {
+    size_t id_w = 3, dev_w = 6;
+    for (const auto& l : r["luns"]) {
+      id_w = std::max(id_w, str(l, "identity").size());
+      dev_w = std::max(dev_w, str(l, "device").size());
+    }
+    fmt::print("{:<{}} {:<{}} {:>10} {:<9} {:>5}  {}\n", "lun", id_w, "device", dev_w, "size",
+               "transport", "paths", "use");
+    for (const auto& l : r["luns"]) {
+      if (!str(l, "multipath_map").empty()) continue;
+      const std::string id = str(l, "identity").empty() ? "-" : str(l, "identity");
+      fmt::print("{}\n", rstrip(fmt::format("{:<{}} {:<{}} {:>10} {:<9} {:>5}  {}", id, id_w,
+                                            str(l, "device"), dev_w, lun_size(l),
+                                            str(l, "transport"), l["paths"].size(), lun_use(l))));
+    }
+    return {};
+  }
+  bool first = true;
+  for (const auto& l : r["luns"]) {
+    if (!str(l, "multipath_map").empty()) continue;
+    if (!first) fmt::print("\n");
+    first = false;
+    fmt::print("{}  {} ({})\n",
+               str(l, "identity").empty() ? "(no stable identity)" : str(l, "identity"),
+               str(l, "device"), str(l, "name"));
+    std::string what = str(l, "vendor");
+    if (!str(l, "model").empty()) what += (what.empty() ? "" : " ") + str(l, "model");
+    if (!str(l, "revision").empty()) what += " rev " + str(l, "revision");
+    if (!str(l, "serial").empty())
+      what += (what.empty() ? "serial " : " serial ") + str(l, "serial");
+    fmt::print("  {}{}, {}, {}/{}-byte blocks, {}{}\n", what.empty() ? "" : what + ", ",
+               str(l, "transport"), lun_size(l), u64(l, "logical_block_bytes"),
+               u64(l, "physical_block_bytes"),
+               l["rotational"].get<bool>() ? "rotational" : "non-rotational",
+               l["read_only"].get<bool>() ? ", read-only" : "");
+    fmt::print("  use: {}\n", lun_use(l));
+    if (!str(l, "backing_file").empty()) fmt::print("  backing file: {}\n", str(l, "backing_file"));
+    if (!l["by_id"].empty())
+      fmt::print("  by-id: {}\n", fmt::join(l["by_id"].get<std::vector<std::string>>(), ", "));
+    for (const auto& p : l["paths"]) fmt::print("  path {}\n", path_text(p));
+    if (!l["partitions"].empty())
+      fmt::print("  partitions: {}\n",
+                 fmt::join(l["partitions"].get<std::vector<std::string>>(), ", "));
+    if (!l["mounts"].empty())
+      fmt::print("  mounted: {}\n", fmt::join(l["mounts"].get<std::vector<std::string>>(), ", "));
+    if (!l["holders"].empty())
+      fmt::print("  held by: {}\n", fmt::join(l["holders"].get<std::vector<std::string>>(), ", "));
+  }
+  return {};
+}
+
 void note_rounding(uint64_t requested, const json& v) {
   if (u64(v, "size_bytes") != requested)
     fmt::print(stderr,
@@ -181,11 +266,13 @@ Status run(ApiClient& api, const Args& a) {
       int{a.list_pools} + int{!a.add_device.empty()} + int{!a.remove_device.empty()} +
       int{a.list_devices} + int{!a.set_default.empty()} + int{!a.scrub.empty()} +
       int{!a.restore_leg.empty()} + int{!a.add_leg.empty()} + int{!a.remove_leg.empty()} +
-      int{!a.replace_leg.empty()};
+      int{!a.replace_leg.empty()} + int{a.list_luns} + int{!a.import_lun.empty()} +
+      int{!a.passthrough.empty()} + int{!a.backup_db.empty()};
   if (actions == 0)
     throw UsageError(
         "say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D, --scrub, "
-        "--add-leg, --remove-leg, --replace-leg, --restore-leg ...");
+        "--add-leg, --remove-leg, --replace-leg, --restore-leg, -L, --import-lun, "
+        "--passthrough, --backup-db ...");
   if (actions > 1) throw UsageError("give one action at a time");
   const bool sized = !a.create.empty() || !a.resize.empty() || !a.add_device.empty();
   if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");
@@ -199,16 +286,54 @@ Status run(ApiClient& api, const Args& a) {
     throw UsageError("--stripes, --stripe-size, --mirrors and --block-size belong to -c");
   if ((!a.extent_size.empty() || a.make_default) && a.create_pool.empty())
     throw UsageError("--extent-size and --default belong to --create-pool");
-  if (!a.pool.empty() && a.create.empty() && a.add_device.empty())
-    throw UsageError("-p/--pool belongs to -c or -a");
-  if (a.verbose > 0 && !a.query) throw UsageError("-v/--verbose belongs to -q");
+  if (!a.pool.empty() && a.create.empty() && a.add_device.empty() && a.import_lun.empty() &&
+      a.passthrough.empty())
+    throw UsageError("-p/--pool belongs to -c, -a, --import-lun or --passthrough");
+  if (a.verbose > 0 && !a.query && !a.list_luns)
+    throw UsageError("-v/--verbose belongs to -q or -L");
   if (a.force && a.resize.empty() && a.remove.empty() && a.add_device.empty() &&
-      a.remove_leg.empty())
-    throw UsageError("-f/--force belongs to -r, -d, -a or --remove-leg");
+      a.remove_leg.empty() && a.import_lun.empty())
+    throw UsageError("-f/--force belongs to -r, -d, -a, --import-lun or --remove-leg");
 
   if (a.query) return list_volumes(api, a);
   if (a.list_pools) return list_pools(api, a);
   if (a.list_devices) return list_devices(api, a);
+  if (a.list_luns) return list_luns(api, a);
+  if (!a.import_lun.empty()) {
+    json body = {{"lun", a.import_lun}, {"force", a.force}};
+    if (!a.pool.empty()) body["pool"] = a.pool;
+    RSIO_TRY(json d, api.call("POST", "/1.0/luns/import", body));
+    if (a.json_out)
+      print_json(d);
+    else
+      fmt::print("LUN {} ({}) added to pool {}: {}, {} extents\n", str(d, "lun_id"), str(d, "path"),
+                 str(d, "pool"), format_size(u64(d, "size_bytes")), u64(d, "extent_count"));
+    return {};
+  }
+  if (!a.passthrough.empty()) {
+    json body = {{"lun", a.passthrough[0]}, {"volume", a.passthrough[1]}};
+    if (!a.pool.empty()) body["pool"] = a.pool;
+    RSIO_TRY(json v, api.call("POST", "/1.0/luns/passthrough", body));
+    if (a.json_out)
+      print_json(v);
+    else
+      fmt::print(
+          "volume {} passes LUN {} ({}) through: {} ({} blocks of {} bytes); its data "
+          "was left as it is\n",
+          str(v, "name"), str(v["passthrough"], "lun_id"), str(v["passthrough"], "device"),
+          format_size(u64(v, "size_bytes")), u64(v, "blocks"), u64(v, "block_size_bytes"));
+    return {};
+  }
+  if (!a.backup_db.empty()) {
+    const std::string path = std::filesystem::absolute(a.backup_db).lexically_normal().string();
+    RSIO_TRY(json b, api.call("POST", "/1.0/backup", json{{"path", path}}));
+    if (a.json_out)
+      print_json(b);
+    else
+      fmt::print("database backed up to {} ({})\n", str(b, "path"),
+                 format_size(u64(b, "size_bytes")));
+    return {};
+  }
 
   if (!a.create.empty()) {
     if (a.size.empty()) throw UsageError("-c/--create needs a size: -S SIZE (e.g. -S 1g)");
@@ -367,7 +492,11 @@ int main(int argc, char** argv) {
       "  smgr --create-pool big --extent-size 16M\n"
       "  smgr -a /dev/sdb -p big                add a block device to a pool\n"
       "  smgr -a /srv/pool1.img -S 100g         create a sparse file and add it\n"
-      "  smgr -P / -D                           list pools / devices\n",
+      "  smgr -P / -D                           list pools / devices\n"
+      "  smgr -L / -Lv                          list LUNs by WWN (-Lv: paths, ports, users)\n"
+      "  smgr --import-lun naa.600a0980... -p big   a LUN as a labelled device of a pool\n"
+      "  smgr --passthrough naa.600a0980... lun3    a whole LUN as volume lun3, data kept\n"
+      "  smgr --backup-db /root/rsio-backup.db  online copy of the database (clients, grants)\n",
       "smgr"};
   app.get_formatter()->column_width(32);
   app.add_option("-c,--create", a.create, "Create a volume with this name")->type_name("NAME");
@@ -422,6 +551,20 @@ int main(int argc, char** argv) {
   app.add_option("--remove-device", a.remove_device, "Remove an unused device from its pool")
       ->type_name("PATH");
   app.add_flag("-D,--devices", a.list_devices, "List devices with used and free space");
+  app.add_flag("-L,--luns", a.list_luns,
+               "List the LUNs (block devices) this appliance sees, by WWN, and what uses them");
+  app.add_option("--import-lun", a.import_lun,
+                 "Add a LUN to a pool (-p) as a labelled device; LUN: WWN, device or by-id name")
+      ->type_name("LUN");
+  app.add_option("--passthrough", a.passthrough,
+                 "Export a whole LUN 1:1 as a new volume; no label is written, the LUN's data "
+                 "is kept, and it is found again by its WWN")
+      ->expected(2)
+      ->type_name("LUN VOLUME");
+  app.add_option("--backup-db", a.backup_db,
+                 "Write an online copy of the metadata database (volumes, clients, grants) to "
+                 "a new file")
+      ->type_name("FILE");
   app.add_flag("--json", a.json_out, "Print the API's JSON instead of tables");
   add_socket_option(app, a.socket);
   return run_cli(app, argc, argv, [&] {

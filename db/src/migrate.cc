@@ -10,7 +10,12 @@ Result<int> schema_version(Database& db) {
   RSIO_TRY(Statement * st, db.prepare("PRAGMA user_version"));
   RSIO_TRY(bool row, st->step());
   RSIO_ASSERT(row);
-  return static_cast<int>(st->column_int64(0));
+  const int version = static_cast<int>(st->column_int64(0));
+  // Run the statement to its end: an unfinished read keeps a lock that a migration's DROP
+  // TABLE would trip over.
+  RSIO_TRY(bool more, st->step());
+  RSIO_ASSERT(!more);
+  return version;
 }
 
 Status migrate(Database& db, std::span<const Migration> migrations) {
@@ -24,6 +29,16 @@ Status migrate(Database& db, std::span<const Migration> migrations) {
                                   "left untouched)",
                                   db.path(), current, latest));
   }
+  if (current == latest) return {};
+  // A migration may rebuild a table that others reference (SQLite cannot alter a CHECK
+  // constraint in place). Foreign keys are switched off for that, as SQLite documents, and
+  // every reference is checked before each commit instead. The pragma only takes effect
+  // outside a transaction.
+  RSIO_TRY_STATUS(db.exec("PRAGMA foreign_keys = OFF"));
+  struct KeysBackOn {
+    Database& db;
+    ~KeysBackOn() { (void)db.exec("PRAGMA foreign_keys = ON"); }
+  } keys_back_on{db};
   for (const Migration& m : migrations) {
     if (m.version <= current) continue;
     RSIO_ASSERT_MSG(m.version == current + 1, "migrations must be numbered without gaps");
@@ -32,6 +47,13 @@ Status migrate(Database& db, std::span<const Migration> migrations) {
       return make_error(st.error().code,
                         fmt::format("migration {} failed: {}", m.name, st.error().message));
     }
+    RSIO_TRY(Statement * check, db.prepare("PRAGMA foreign_key_check"));
+    RSIO_TRY(bool broken, check->step());
+    if (broken)
+      return make_error(Errc::kCorrupt,
+                        fmt::format("migration {} failed: table {} has a row whose reference to "
+                                    "{} is dangling (the database was left at version {})",
+                                    m.name, check->column_text(0), check->column_text(2), current));
     RSIO_TRY_STATUS(db.exec(fmt::format("PRAGMA user_version = {}", m.version)));
     RSIO_TRY_STATUS(txn.commit());
     current = m.version;

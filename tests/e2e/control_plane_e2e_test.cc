@@ -201,10 +201,10 @@ TEST_F(ControlPlane, BadInputGetsAClearErrorAndChangesNothing) {
       {"rsadmin -q -f", 2, "belongs to -d"},
       {"smgr -c x -S 1g --stripes 0", 2, "at least 1"},
       {"smgr -c x -S 1g --mirrors 0", 2, "at least 1"},
-      {"smgr -q -p default", 2, "belongs to -c or -a"},
+      {"smgr -q -p default", 2, "belongs to -c, -a, --import-lun or --passthrough"},
       {"smgr -P -v", 2, "belongs to -q"},
       {"smgr -q --default", 2, "belong to --create-pool"},
-      {"smgr -c x -S 1g -f", 2, "belongs to -r, -d, -a or --remove-leg"},
+      {"smgr -c x -S 1g -f", 2, "belongs to -r, -d, -a, --import-lun or --remove-leg"},
       {"smgr --set-default-pool nosuch", 1, "pool 'nosuch' does not exist"},
   };
   for (const Case& c : cases) {

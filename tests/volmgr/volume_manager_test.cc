@@ -193,7 +193,7 @@ TEST_F(VolumeManagerTest, DeviceWithForeignLabelIsRefusedUnlessForced) {
     auto fd = open_device(path, false);
     ASSERT_TRUE(write_label(fd->get(), other));
   }
-  AddDeviceRequest r{"", path, std::nullopt, false};
+  AddDeviceRequest r{"", path, std::nullopt, false, {}};
   auto refused = vm_->add_device(r);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("another RSIO pool 'elsewhere'"), std::string::npos);
@@ -216,11 +216,11 @@ TEST_F(VolumeManagerTest, DeviceWithFileSystemOrTooSmallIsRefused) {
     ASSERT_EQ(::pwrite(fd, magic, 2, 1080), 2);
     ::close(fd);
   }
-  auto r = vm_->add_device({"", fs, std::nullopt, false});
+  auto r = vm_->add_device({"", fs, std::nullopt, false, {}});
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message.find("ext2/3/4"), std::string::npos);
 
-  auto small = vm_->add_device({"", file("small.img"), 2 << 20, false});
+  auto small = vm_->add_device({"", file("small.img"), 2 << 20, false, {}});
   ASSERT_FALSE(small);
   EXPECT_NE(small.error().message.find("too small"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(file("small.img")));
@@ -230,7 +230,7 @@ TEST_F(VolumeManagerTest, SameDeviceTwiceIsRefused) {
   ASSERT_TRUE(vm_->create_pool({"p", kDefaultExtentSizeBytes, true}));
   add_file("a.img", 64 << 20);
   std::filesystem::create_symlink(file("a.img"), file("link.img"));
-  auto r = vm_->add_device({"", file("link.img"), std::nullopt, false});
+  auto r = vm_->add_device({"", file("link.img"), std::nullopt, false, {}});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kAlreadyExists);
 }

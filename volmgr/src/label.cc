@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "little_endian.h"
+
 namespace rsio::volmgr {
 namespace {
 
@@ -21,16 +23,6 @@ constexpr size_t kOffCreated = 80;
 constexpr size_t kOffPoolName = 88;
 constexpr size_t kOffChecksum = kLabelSizeBytes - 4;
 static_assert(kOffPoolName + kLabelPoolNameBytes <= kOffChecksum);
-
-void put_le(std::byte* p, uint64_t v, size_t n) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-}
-
-uint64_t get_le(const std::byte* p, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
 
 }  // namespace
 

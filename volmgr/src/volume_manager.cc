@@ -1,10 +1,14 @@
 #include "volmgr/volume_manager.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/assert.h"
@@ -12,6 +16,7 @@
 #include "common/names.h"
 #include "common/units.h"
 #include "volmgr/device.h"
+#include "volmgr/pool_copy.h"
 
 namespace rsio::volmgr {
 
@@ -53,7 +58,17 @@ std::optional<LegState> parse_leg_state(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view pv_kind_name(PvKind kind) { return kind == PvKind::kFile ? "file" : "block"; }
+std::string_view pv_kind_name(PvKind kind) {
+  switch (kind) {
+    case PvKind::kFile:
+      return "file";
+    case PvKind::kBlock:
+      return "block";
+    case PvKind::kLun:
+      return "lun";
+  }
+  return "file";
+}
 
 std::string_view pv_state_name(PvState state) {
   switch (state) {
@@ -78,10 +93,13 @@ Uuid uuid_from_db(const std::string& text) {
 
 }  // namespace
 
-Result<std::unique_ptr<VolumeManager>> VolumeManager::open(db::Database& db) {
-  std::unique_ptr<VolumeManager> vm(new VolumeManager(db));
+Result<std::unique_ptr<VolumeManager>> VolumeManager::open(db::Database& db,
+                                                           VolumeManagerOptions options) {
+  std::unique_ptr<VolumeManager> vm(new VolumeManager(db, std::move(options)));
   RSIO_TRY_STATUS(vm->load());
   vm->verify_labels();
+  // Every start refreshes the copies, so PVs labelled by an older release get theirs.
+  for (const auto& [id, pool] : vm->pools_) vm->dirty_pools_.insert(id);
   return vm;
 }
 
@@ -109,7 +127,7 @@ Status VolumeManager::load() {
         db::Statement * st,
         db_.prepare(
             "SELECT id, uuid, pool_id, path, kind, size_bytes, data_offset_bytes, extent_count, "
-            "label_generation, created_ms FROM pvs"));
+            "label_generation, created_ms, coalesce(lun_id, '') FROM pvs"));
     for (;;) {
       RSIO_TRY(bool row, st->step());
       if (!row) break;
@@ -118,13 +136,17 @@ Status VolumeManager::load() {
       pv.uuid = uuid_from_db(st->column_text(1));
       pv.pool_id = st->column_int64(2);
       pv.path = st->column_text(3);
-      pv.kind = st->column_text(4) == "block" ? PvKind::kBlock : PvKind::kFile;
+      const std::string kind = st->column_text(4);
+      pv.kind = kind == "block" ? PvKind::kBlock : kind == "lun" ? PvKind::kLun : PvKind::kFile;
       pv.size_bytes = static_cast<uint64_t>(st->column_int64(5));
       pv.data_offset_bytes = static_cast<uint64_t>(st->column_int64(6));
       pv.extent_count = static_cast<uint64_t>(st->column_int64(7));
       pv.label_generation = static_cast<uint64_t>(st->column_int64(8));
       pv.created_ms = st->column_int64(9);
+      pv.lun_id = st->column_text(10);
       space_.at(pv.pool_id).add_pv(pv.id, pv.extent_count);
+      // A pass-through LUN belongs to its volume alone.
+      if (pv.kind == PvKind::kLun) space_.at(pv.pool_id).set_usable(pv.id, false);
       pvs_.emplace(pv.id, std::move(pv));
     }
   }
@@ -205,8 +227,16 @@ Status VolumeManager::load() {
 }
 
 void VolumeManager::verify_labels() {
+  // Discovery is read once, and only when a PV is not where it was recorded (or is a LUN).
+  std::optional<Result<std::vector<Lun>>> luns;
+  auto discovered = [&]() -> const Result<std::vector<Lun>>& {
+    if (!luns) luns = scan();
+    return *luns;
+  };
+  scan_labels_.clear();
   for (auto& entry : pvs_) {
     PvInfo& pv = entry.second;  // named, not a structured binding: the lambda captures it
+    const PoolInfo& pool = pools_.at(pv.pool_id);
     auto mark = [&](PvState state, std::string detail) {
       pv.state = state;
       pv.state_detail = std::move(detail);
@@ -214,29 +244,189 @@ void VolumeManager::verify_labels() {
       log::error("pv={} path={}: {}; volumes on it are unavailable until it is back", pv.uuid.str(),
                  pv.path, pv.state_detail);
     };
-    auto fd = open_device(pv.path, false);
-    if (!fd) {
-      mark(PvState::kMissing, fd.error().message);
+    const uint64_t needed = pv.kind == PvKind::kLun
+                                ? pv.size_bytes
+                                : pv.data_offset_bytes + pv.extent_count * pool.extent_size_bytes;
+    // Checks the device at pv.path; empty when it is this PV.
+    auto check = [&]() -> std::optional<std::pair<PvState, std::string>> {
+      auto fd = open_device(pv.path, false);
+      if (!fd) return std::make_pair(PvState::kMissing, fd.error().message);
+      if (pv.kind != PvKind::kLun) {
+        auto label = read_label(fd->get());
+        if (!label) return std::make_pair(PvState::kLabelMismatch, label.error().message);
+        if (!label->has_value())
+          return std::make_pair(
+              PvState::kLabelMismatch,
+              std::string("no RSIO label (the device at this path was replaced?)"));
+        if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pool.uuid)
+          return std::make_pair(PvState::kLabelMismatch,
+                                fmt::format("label belongs to pv={} pool={}, not to this PV",
+                                            (*label)->pv_uuid.str(), (*label)->pool_uuid.str()));
+      }
+      if (auto probe = probe_device(pv.path); probe && probe->size_bytes < needed)
+        return std::make_pair(PvState::kSizeMismatch,
+                              fmt::format("device shrank to {} bytes but its extents need {} bytes",
+                                          probe->size_bytes, needed));
+      return std::nullopt;
+    };
+    if (pv.kind == PvKind::kFile) {
+      if (auto bad = check()) mark(bad->first, bad->second);
       continue;
     }
-    auto label = read_label(fd->get());
-    if (!label) {
-      mark(PvState::kLabelMismatch, label.error().message);
-    } else if (!label->has_value()) {
-      mark(PvState::kLabelMismatch, "no RSIO label (the device at this path was replaced?)");
-    } else if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pools_.at(pv.pool_id).uuid) {
-      mark(PvState::kLabelMismatch,
-           fmt::format("label belongs to pv={} pool={}, not to this PV", (*label)->pv_uuid.str(),
-                       (*label)->pool_uuid.str()));
-    } else if (auto probe = probe_device(pv.path);
-               probe &&
-               probe->size_bytes < pv.data_offset_bytes +
-                                       pv.extent_count * pools_.at(pv.pool_id).extent_size_bytes) {
-      mark(PvState::kSizeMismatch,
-           fmt::format(
-               "device shrank to {} bytes but its extents need {} bytes", probe->size_bytes,
-               pv.data_offset_bytes + pv.extent_count * pools_.at(pv.pool_id).extent_size_bytes));
+    // Block devices and LUNs: the kernel may have given the disk another name, or a
+    // multipath map may now stand in front of it. Discovery decides where it is now.
+    if (options_.scan) {
+      const auto& found = discovered();
+      if (!found) {
+        if (pv.kind == PvKind::kLun) {
+          mark(PvState::kMissing, "cannot identify the LUN: " + found.error().message);
+          continue;
+        }
+      } else if (auto why = relocate(pv, *found)) {
+        if (pv.kind == PvKind::kLun) {
+          mark(PvState::kMissing, why->message);
+          continue;
+        }
+        if (why->code == Errc::kAlreadyExists) {  // the label is on several devices
+          mark(PvState::kLabelMismatch, why->message);
+          continue;
+        }
+        // A labelled PV may still be at its recorded path (discovery may not see it); the
+        // label check below decides.
+        log::debug("pv={}: {}", pv.uuid.str(), why->message);
+      }
+    } else if (pv.kind == PvKind::kLun) {
+      mark(PvState::kMissing,
+           "LUN discovery is off; a pass-through LUN is only used once its "
+           "identity is confirmed");
+      continue;
     }
+    if (auto bad = check()) mark(bad->first, bad->second);
+  }
+  // The newest generation of each pool's metadata copies, so the next write goes above it.
+  for (const auto& [id, pv] : pvs_) {
+    if (pv.kind == PvKind::kLun || pv.state != PvState::kOk) continue;
+    auto fd = open_device(pv.path, false);
+    if (!fd) continue;
+    for (int slot = 0; slot < 2; ++slot) {
+      auto copy = read_pool_copy(fd->get(), slot, pools_.at(pv.pool_id).uuid, pv.uuid);
+      if (copy && copy->has_value())
+        copy_generation_[pv.pool_id] = std::max(copy_generation_[pv.pool_id], (*copy)->generation);
+    }
+  }
+}
+
+Result<std::vector<Lun>> VolumeManager::scan() const {
+  if (!options_.scan)
+    return make_error(Errc::kUnavailable, "LUN discovery is not enabled in this rsiod");
+  return discover_luns(*options_.scan);
+}
+
+std::optional<Error> VolumeManager::relocate(PvInfo& pv, const std::vector<Lun>& luns) {
+  const PoolInfo& pool = pools_.at(pv.pool_id);
+  if (pv.kind == PvKind::kLun) {
+    const Lun* hit = nullptr;
+    for (const Lun& l : luns)
+      if (!l.is_multipath_path() && l.identity == pv.lun_id) {
+        hit = &l;
+        break;
+      }
+    if (hit == nullptr)
+      return make_error(Errc::kNotFound,
+                        fmt::format("LUN {} is not visible (check zoning, cabling and "
+                                    "multipath); the volume stays unavailable until it is back",
+                                    pv.lun_id));
+    if (!hit->holders.empty())
+      return make_error(Errc::kInUse,
+                        fmt::format("LUN {} ({}) is held by {}; free it first", pv.lun_id,
+                                    hit->device_path, fmt::join(hit->holders, ", ")));
+    if (hit->device_path != pv.path)
+      if (Status st = record_path(pv, hit->device_path, "its identity " + pv.lun_id); !st)
+        return st.error();
+    return std::nullopt;
+  }
+  // A labelled PV: the device carrying its label. Multipath member paths show the same
+  // label as their map and are never taken; the map is.
+  std::vector<const Lun*> carriers;
+  for (const Lun& l : luns) {
+    if (l.is_multipath_path() || !l.holders.empty()) continue;
+    auto cached = scan_labels_.find(l.device_path);
+    if (cached == scan_labels_.end()) {
+      std::optional<PvLabel> label;
+      UniqueFd fd(::open(l.device_path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd)
+        if (auto read = read_label(fd.get()); read && read->has_value()) label = **read;
+      cached = scan_labels_.emplace(l.device_path, std::move(label)).first;
+    }
+    if (cached->second && cached->second->pv_uuid == pv.uuid &&
+        cached->second->pool_uuid == pool.uuid)
+      carriers.push_back(&l);
+  }
+  if (carriers.empty()) return make_error(Errc::kNotFound, "no device carries its label");
+  if (carriers.size() > 1) {
+    std::vector<std::string> names;
+    for (const Lun* l : carriers) names.push_back(l->device_path);
+    return make_error(Errc::kAlreadyExists,
+                      fmt::format("its label is on {} devices ({}): a copy of the LUN? Refusing "
+                                  "to guess; detach the copies and restart rsiod",
+                                  names.size(), fmt::join(names, ", ")));
+  }
+  // Compare devices, not names: /dev/disk/by-id/... and /dev/sdc may be the same disk.
+  auto now = probe_device(carriers[0]->device_path);
+  auto recorded = probe_device(pv.path);
+  if (now && recorded && same_device(*now, *recorded)) return std::nullopt;
+  if (Status st = record_path(pv, carriers[0]->device_path, "its label"); !st) return st.error();
+  return std::nullopt;
+}
+
+Status VolumeManager::record_path(PvInfo& pv, const std::string& path, std::string_view why) {
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare("UPDATE pvs SET path = ? WHERE id = ?"));
+  st->bind_all(path, pv.id);
+  RSIO_TRY_STATUS(st->run());
+  RSIO_TRY_STATUS(txn.commit());
+  log::warn("pv={} found at {} by {} (recorded at {}); path updated", pv.uuid.str(), path, why,
+            pv.path);
+  pv.path = path;
+  mark_dirty(pv.pool_id);
+  return {};
+}
+
+void VolumeManager::mark_dirty(int64_t pool_id) {
+  const bool first = dirty_pools_.empty();
+  dirty_pools_.insert(pool_id);
+  if (first && on_dirty_) on_dirty_();
+}
+
+uint64_t VolumeManager::copy_generation(int64_t pool_id) const {
+  auto it = copy_generation_.find(pool_id);
+  return it == copy_generation_.end() ? 0 : it->second;
+}
+
+void VolumeManager::flush_pool_copies() {
+  std::set<int64_t> dirty;
+  dirty.swap(dirty_pools_);
+  for (int64_t pool_id : dirty) {
+    auto pool = pools_.find(pool_id);
+    if (pool == pools_.end()) continue;
+    const std::string doc = pool_document(pool_id);
+    const uint64_t generation = copy_generation(pool_id) + 1;
+    size_t written = 0;
+    for (const auto& [id, pv] : pvs_) {
+      if (pv.pool_id != pool_id || pv.kind == PvKind::kLun || pv.state != PvState::kOk) continue;
+      auto fd = open_device(pv.path, false);
+      Status st = fd ? write_pool_copy(fd->get(), pool->second.uuid, pv.uuid, generation, doc)
+                     : Status(fd.error());
+      if (!st) {
+        log::warn("metadata copy not written: pool={} pv={} path={}: {}", pool->second.name,
+                  pv.uuid.str(), pv.path, st.error().message);
+        continue;
+      }
+      ++written;
+    }
+    copy_generation_[pool_id] = generation;
+    log::debug("metadata copy: pool={} generation={} devices={} bytes={}", pool->second.name,
+               generation, written, doc.size());
   }
 }
 
@@ -293,6 +483,7 @@ Result<PoolInfo> VolumeManager::create_pool(const CreatePoolRequest& req) {
     for (auto& [id, other] : pools_) other.is_default = false;
   space_[p.id];
   pools_.emplace(p.id, p);
+  for (const auto& [id, other] : pools_) mark_dirty(id);  // the default flag is in every copy
   log::info("pool created: pool={} extent_size_bytes={} default={}", p.name, p.extent_size_bytes,
             p.is_default);
   return p;
@@ -331,7 +522,10 @@ Result<PoolInfo> VolumeManager::set_default_pool(std::string_view name) {
   set->bind_all(id);
   RSIO_TRY_STATUS(set->run());
   RSIO_TRY_STATUS(txn.commit());
-  for (auto& [pid, pool] : pools_) pool.is_default = pid == id;
+  for (auto& [pid, pool] : pools_) {
+    pool.is_default = pid == id;
+    mark_dirty(pid);
+  }
   log::info("default pool: pool={}", name);
   return pools_.at(id);
 }
@@ -431,14 +625,19 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   pv.extent_count = (probe.size_bytes - kPvDataOffsetBytes) / pool->extent_size_bytes;
   pv.label_generation = 1;
   pv.created_ms = now_ms();
+  pv.lun_id = req.lun_id;
 
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
   RSIO_TRY(db::Statement * st,
            db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
-                       "extent_count, "
-                       "label_generation, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                       "extent_count, label_generation, created_ms, lun_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   st->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
                pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms);
+  if (pv.lun_id.empty())
+    st->bind_null(10);
+  else
+    st->bind(10, pv.lun_id);
   RSIO_TRY_STATUS(st->run());
   pv.id = db_.last_insert_rowid();
   PvLabel label{pv.uuid,
@@ -457,6 +656,7 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   log::info("device added: pool={} path={} size_bytes={} extents={}", pool->name, pv.path,
             pv.size_bytes, pv.extent_count);
   PvUsage u{pv, pool->name, pv.extent_count};
+  mark_dirty(pv.pool_id);
   pvs_.emplace(pv.id, std::move(pv));
   return u;
 }
@@ -473,6 +673,11 @@ Result<PvInfo> VolumeManager::remove_device(std::string_view path) {
     return make_error(
         Errc::kNotFound,
         fmt::format("{} is not a device of any pool; `smgr --devices` lists them", path));
+  if (found->kind == PvKind::kLun)
+    return make_error(Errc::kInUse,
+                      fmt::format("{} is the pass-through LUN {}; delete its volume instead "
+                                  "(smgr -d VOLUME), which leaves the LUN's data as it is",
+                                  path, found->lun_id));
   const ExtentMap* map = space_.at(found->pool_id).find(found->id);
   if (map->free_count() != map->extent_count()) {
     std::string users;
@@ -493,6 +698,7 @@ Result<PvInfo> VolumeManager::remove_device(std::string_view path) {
   RSIO_TRY_STATUS(txn.commit());
   space_.at(pv.pool_id).remove_pv(pv.id);
   pvs_.erase(pv.id);
+  mark_dirty(pv.pool_id);
   if (pv.state == PvState::kOk) {
     auto fd = open_device(pv.path, false);
     Status wiped = fd ? wipe_label(fd->get()) : Status(fd.error());
@@ -622,6 +828,7 @@ Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) 
             pool->name, v.size_bytes, layout_name(spec.layout), v.segments.size());
   volume_ids_.emplace(v.name, v.id);
   volumes_.emplace(v.id, v);
+  mark_dirty(v.pool_id);
   return v;
 }
 
@@ -632,6 +839,11 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
     return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
   VolumeInfo& v = volumes_.at(it->second);
   const PoolInfo& pool = pools_.at(v.pool_id);
+  if (is_passthrough(v))
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume '{}' is a pass-through LUN: its size is the LUN's; "
+                                  "grow the LUN on the array instead",
+                                  name));
   if (size_bytes == 0)
     return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
   const uint64_t old_logical = v.logical_extents();
@@ -676,6 +888,7 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
     return st.error();
   }
   release_areas(space, cut);
+  mark_dirty(v.pool_id);
   log::info("volume resized: volume={} from_bytes={} to_bytes={}", v.name, v.size_bytes,
             next.size_bytes);
   v = std::move(next);
@@ -722,6 +935,10 @@ Result<VolumeInfo> VolumeManager::change_legs(std::string_view name, std::option
   if (it == volume_ids_.end())
     return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
   const VolumeInfo& cur = volumes_.at(it->second);
+  if (is_passthrough(cur))
+    return make_error(
+        Errc::kInvalidArgument,
+        fmt::format("volume '{}' is a pass-through LUN; mirror it on the array", name));
   if (cur.spec.layout == Layout::kStriped)
     return make_error(Errc::kInvalidArgument,
                       fmt::format("volume '{}' is striped; only linear and mirrored volumes have "
@@ -824,6 +1041,7 @@ Result<VolumeInfo> VolumeManager::change_legs(std::string_view name, std::option
   log::info("mirror legs changed: volume={} legs={} (removed={} added={})", name, now_legs,
             remove ? std::to_string(*remove) : "-", add);
   volumes_.at(next.id) = next;
+  mark_dirty(next.pool_id);
   return next;
 }
 
@@ -854,6 +1072,7 @@ Status VolumeManager::set_leg_state(int64_t volume_id, uint32_t leg, LegState st
   RSIO_TRY_STATUS(txn.commit());
   v.leg_states[leg] = state;
   v.leg_details[leg] = state == LegState::kInSync ? "" : std::string(detail);
+  mark_dirty(v.pool_id);
   log::info("mirror leg state: volume={} leg={} state={} detail={}", v.name, leg,
             leg_state_name(state), detail);
   return {};
@@ -876,6 +1095,7 @@ Result<VolumeInfo> VolumeManager::rename_volume(std::string_view name, std::stri
   volume_ids_.erase(it);
   volume_ids_.emplace(std::string(new_name), id);
   volumes_.at(id).name = std::string(new_name);
+  mark_dirty(volumes_.at(id).pool_id);
   log::info("volume renamed: from={} to={}", name, new_name);
   return volumes_.at(id);
 }
@@ -885,18 +1105,293 @@ Status VolumeManager::delete_volume(std::string_view name, const DeleteHook& hoo
   if (it == volume_ids_.end())
     return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
   const VolumeInfo& v = volumes_.at(it->second);
+  // A pass-through LUN leaves the appliance with its volume; its data is not touched.
+  const std::optional<int64_t> lun_pv =
+      is_passthrough(v) ? std::optional(v.segments[0].areas[0].pv_id) : std::nullopt;
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
   if (hook) RSIO_TRY_STATUS(hook(db_, v));
   RSIO_TRY(db::Statement * st, db_.prepare("DELETE FROM volumes WHERE id = ?"));
   st->bind_all(v.id);
   RSIO_TRY_STATUS(st->run());
+  if (lun_pv) {
+    RSIO_TRY(db::Statement * del, db_.prepare("DELETE FROM pvs WHERE id = ?"));
+    del->bind_all(*lun_pv);
+    RSIO_TRY_STATUS(del->run());
+  }
   RSIO_TRY_STATUS(txn.commit());
   release_segments(space_.at(v.pool_id), v.segments);
+  mark_dirty(v.pool_id);
+  if (lun_pv) {
+    log::info("pass-through LUN released: lun={} path={}", pvs_.at(*lun_pv).lun_id,
+              pvs_.at(*lun_pv).path);
+    space_.at(v.pool_id).remove_pv(*lun_pv);
+    pvs_.erase(*lun_pv);
+  }
   log::info("volume deleted: volume={}", v.name);
   const int64_t id = v.id;
   volume_ids_.erase(it);
   volumes_.erase(id);
   return {};
+}
+
+bool VolumeManager::is_passthrough(const VolumeInfo& v) const {
+  if (v.segments.size() != 1 || v.segments[0].areas.size() != 1) return false;
+  auto pv = pvs_.find(v.segments[0].areas[0].pv_id);
+  return pv != pvs_.end() && pv->second.kind == PvKind::kLun;
+}
+
+Result<std::vector<LunUsage>> VolumeManager::luns() const {
+  RSIO_TRY(std::vector<Lun> found, scan());
+  std::vector<LunUsage> out;
+  std::map<int64_t, std::optional<DeviceProbe>> probes;
+  for (Lun& l : found) {
+    LunUsage u;
+    const PvInfo* owner = nullptr;
+    for (const auto& [id, pv] : pvs_) {
+      if (owner != nullptr) break;
+      if (!l.identity.empty() && pv.lun_id == l.identity && !l.is_multipath_path()) {
+        owner = &pv;
+        break;
+      }
+      if (pv.kind == PvKind::kFile) continue;
+      auto& probe = probes[id];
+      if (!probe) {
+        auto p = probe_device(pv.path);
+        probe = p ? std::optional(*p) : std::optional(DeviceProbe{});
+      }
+      if (probe->kind == PvKind::kBlock && probe->st_rdev != 0 &&
+          probe->st_rdev == makedev(l.major, l.minor))
+        owner = &pv;
+    }
+    if (owner != nullptr) {
+      const std::string& pool = pools_.at(owner->pool_id).name;
+      if (owner->kind == PvKind::kLun) {
+        u.use = "passthrough";
+        for (const auto& [vid, v] : volumes_)
+          if (is_passthrough(v) && v.segments[0].areas[0].pv_id == owner->id)
+            u.detail = fmt::format("volume {}", v.name);
+      } else {
+        u.use = "pv";
+        u.detail = fmt::format("pool {}", pool);
+      }
+    } else if (std::string why = l.os_use(); !why.empty()) {
+      u.use = "in-use";
+      u.detail = why;
+    } else {
+      u.use = "free";
+    }
+    u.lun = std::move(l);
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+Result<Lun> VolumeManager::lun_for_use(std::string_view key, const std::vector<Lun>& luns) const {
+  const Lun* l = find_lun(luns, key);
+  if (l == nullptr)
+    return make_error(Errc::kNotFound,
+                      fmt::format("no LUN matches '{}'; `smgr -L` lists the LUNs this appliance "
+                                  "sees (by WWN, device or /dev/disk/by-id name)",
+                                  key));
+  for (const auto& [id, pv] : pvs_)
+    if (!l->identity.empty() && pv.lun_id == l->identity)
+      return make_error(Errc::kAlreadyExists,
+                        fmt::format("LUN {} is already used by pool '{}' (as {})", l->identity,
+                                    pools_.at(pv.pool_id).name, pv.path));
+  if (std::string why = l->os_use(); !why.empty())
+    return make_error(Errc::kInUse, fmt::format("LUN {} ({}) is in use: {}; free it first",
+                                                l->identity.empty() ? l->name : l->identity,
+                                                l->device_path, why));
+  return *l;
+}
+
+Result<PvUsage> VolumeManager::import_lun(const ImportLunRequest& req) {
+  RSIO_TRY(std::vector<Lun> found, scan());
+  RSIO_TRY(Lun lun, lun_for_use(req.lun, found));
+  AddDeviceRequest add;
+  add.pool = req.pool;
+  add.path = lun.device_path;
+  add.force = req.force;
+  add.lun_id = lun.identity;
+  return add_device(add);
+}
+
+Result<VolumeInfo> VolumeManager::create_passthrough(const PassthroughRequest& req) {
+  RSIO_TRY_STATUS(validate_name(req.name, "volume name"));
+  if (find_volume(req.name) != nullptr)
+    return make_error(Errc::kAlreadyExists,
+                      fmt::format("volume '{}' already exists; choose another name", req.name));
+  RSIO_TRY(std::vector<Lun> found, scan());
+  RSIO_TRY(Lun lun, lun_for_use(req.lun, found));
+  if (lun.identity.empty())
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("{} has no stable identity (no WWN, serial or backing file), so "
+                                  "it could not be found again after the kernel renames it; add "
+                                  "it to a pool as a labelled device instead (smgr --import-lun)",
+                                  lun.device_path));
+  RSIO_TRY(DeviceProbe probe, probe_device(lun.device_path));
+  if (probe.kind != PvKind::kBlock)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("{} is not a block device", lun.device_path));
+  for (const auto& [id, pv] : pvs_) {
+    auto other = probe_device(pv.path);
+    if (other && same_device(*other, probe))
+      return make_error(Errc::kAlreadyExists,
+                        fmt::format("{} is already a device of pool '{}' (as {})", lun.device_path,
+                                    pools_.at(pv.pool_id).name, pv.path));
+  }
+  {
+    // O_EXCL: refused while mounted or held; the label check keeps a PV of a pool (this
+    // appliance's or another's) from being exported raw, extents, labels and all.
+    RSIO_TRY(UniqueFd fd, open_device(lun.device_path, true));
+    auto label = read_label(fd.get());
+    if (!label || label->has_value())
+      return make_error(
+          Errc::kInvalidArgument,
+          fmt::format("{} carries an RSIO label{}: it is a device of an RSIO pool, not a LUN "
+                      "with data of its own; import it with smgr --import-lun or rebuild its "
+                      "pool (rsiod --rebuild-db)",
+                      lun.device_path,
+                      label ? fmt::format(" of pool '{}'", (*label)->pool_name) : " (damaged)"));
+  }
+  const uint64_t block = lun.logical_block_bytes == 4096 ? 4096 : 512;
+  if (probe.size_bytes == 0 || probe.size_bytes % block != 0)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("{} has a size of {} bytes, not a multiple of its {}-byte "
+                                  "blocks",
+                                  lun.device_path, probe.size_bytes, block));
+  const PoolInfo* pool = nullptr;
+  if (!req.pool.empty() || default_pool() != nullptr) {
+    RSIO_TRY(pool, resolve_pool(req.pool));
+  } else if ((pool = find_pool("gateway")) == nullptr) {
+    // A pure gateway has no pools: pass-through LUNs get one of their own.
+    RSIO_TRY(PoolInfo created, create_pool({"gateway", kDefaultExtentSizeBytes, false}));
+    pool = find_pool(created.id);
+  }
+
+  PvInfo pv;
+  pv.uuid = Uuid::random();
+  pv.pool_id = pool->id;
+  pv.path = lun.device_path;
+  pv.kind = PvKind::kLun;
+  pv.size_bytes = probe.size_bytes;
+  pv.data_offset_bytes = 0;
+  pv.extent_count = div_round_up(probe.size_bytes, pool->extent_size_bytes);
+  pv.created_ms = now_ms();
+  pv.lun_id = lun.identity;
+
+  VolumeInfo v;
+  v.uuid = Uuid::random();
+  v.name = req.name;
+  v.pool_id = pool->id;
+  v.size_bytes = probe.size_bytes;
+  v.block_size_bytes = block;
+  v.created_ms = pv.created_ms;
+
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * ins,
+           db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
+                       "extent_count, label_generation, created_ms, lun_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  ins->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
+                pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms,
+                pv.lun_id);
+  RSIO_TRY_STATUS(ins->run());
+  pv.id = db_.last_insert_rowid();
+  v.segments.push_back(Segment{0, pv.extent_count, {Area{pv.id, 0, pv.extent_count}}});
+  RSIO_TRY(db::Statement * st,
+           db_.prepare("INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, "
+                       "layout, stripes, stripe_size_bytes, mirrors, created_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
+               layout_name(v.spec.layout), v.spec.stripes, v.spec.stripe_size_bytes, v.spec.mirrors,
+               v.created_ms);
+  RSIO_TRY_STATUS(st->run());
+  v.id = db_.last_insert_rowid();
+  RSIO_TRY_STATUS(insert_segments(v));
+  RSIO_TRY_STATUS(txn.commit());
+
+  PoolSpace& space = space_.at(pool->id);
+  space.add_pv(pv.id, pv.extent_count);
+  space.set_usable(pv.id, false);
+  RSIO_ASSERT(reserve_segments(space, v.segments));
+  log::info("pass-through volume created: volume={} lun={} path={} size_bytes={}", v.name,
+            pv.lun_id, pv.path, v.size_bytes);
+  pvs_.emplace(pv.id, std::move(pv));
+  volume_ids_.emplace(v.name, v.id);
+  volumes_.emplace(v.id, v);
+  mark_dirty(v.pool_id);
+  return v;
+}
+
+std::string VolumeManager::pool_document(int64_t pool_id) const {
+  using nlohmann::json;
+  const PoolInfo& p = pools_.at(pool_id);
+  json doc;
+  doc["format"] = 1;
+  doc["written_ms"] = now_ms();
+  doc["pool"] = {{"id", p.id},
+                 {"uuid", p.uuid.str()},
+                 {"name", p.name},
+                 {"extent_size_bytes", p.extent_size_bytes},
+                 {"is_default", p.is_default},
+                 {"created_ms", p.created_ms}};
+  json pvs = json::array();
+  for (const auto& [id, pv] : pvs_) {
+    if (pv.pool_id != pool_id) continue;
+    pvs.push_back({{"id", pv.id},
+                   {"uuid", pv.uuid.str()},
+                   {"path", pv.path},
+                   {"kind", pv_kind_name(pv.kind)},
+                   {"size_bytes", pv.size_bytes},
+                   {"data_offset_bytes", pv.data_offset_bytes},
+                   {"extent_count", pv.extent_count},
+                   {"label_generation", pv.label_generation},
+                   {"created_ms", pv.created_ms},
+                   {"lun_id", pv.lun_id}});
+  }
+  doc["pvs"] = std::move(pvs);
+  json vols = json::array();
+  for (const auto& [id, v] : volumes_) {
+    if (v.pool_id != pool_id) continue;
+    json segs = json::array();
+    for (const Segment& s : v.segments) {
+      json areas = json::array();
+      for (const Area& a : s.areas) areas.push_back({a.pv_id, a.pv_start_extent, a.extent_count});
+      segs.push_back({s.start_extent, s.extent_count, std::move(areas)});
+    }
+    json legs = json::array();
+    for (size_t k = 0; k < v.leg_states.size(); ++k)
+      if (v.leg_states[k] != LegState::kInSync)
+        legs.push_back({k, leg_state_name(v.leg_states[k]), v.leg_details[k]});
+    vols.push_back({{"id", v.id},
+                    {"uuid", v.uuid.str()},
+                    {"name", v.name},
+                    {"size_bytes", v.size_bytes},
+                    {"block_size_bytes", v.block_size_bytes},
+                    {"layout", layout_name(v.spec.layout)},
+                    {"stripes", v.spec.stripes},
+                    {"stripe_size_bytes", v.spec.stripe_size_bytes},
+                    {"mirrors", v.spec.mirrors},
+                    {"created_ms", v.created_ms},
+                    {"segments", std::move(segs)},
+                    {"legs", std::move(legs)}});
+  }
+  doc["volumes"] = std::move(vols);
+  // Appliance-wide facts every copy carries: the namespace and the id high-water marks, so
+  // a rebuilt database never hands out an id again.
+  json settings = json::object(), seq = json::object();
+  if (auto st = db_.prepare("SELECT key, value FROM settings WHERE key LIKE 'namespace.%'"); st) {
+    for (auto row = (*st)->step(); row && *row; row = (*st)->step())
+      settings[(*st)->column_text(0)] = (*st)->column_text(1);
+  }
+  if (auto st = db_.prepare("SELECT name, seq FROM sqlite_sequence"); st) {
+    for (auto row = (*st)->step(); row && *row; row = (*st)->step())
+      seq[(*st)->column_text(0)] = (*st)->column_int64(1);
+  }
+  doc["settings"] = std::move(settings);
+  doc["sequences"] = std::move(seq);
+  return doc.dump();
 }
 
 PoolUsage VolumeManager::usage_of(const PoolInfo& pool) const {

@@ -37,12 +37,19 @@ class Api {
 
   // The I/O engine, or null with the reason it is not running. Volumes created, resized or
   // deleted through the API are opened, updated or closed in it.
+  // The database, for online backups (POST /1.0/backup).
+  void set_database(db::Database* db) { db_ = db; }
+
   void set_engine(EngineService* engine, std::string unavailable_reason) {
     engine_ = engine;
     engine_reason_ = std::move(unavailable_reason);
   }
 
  private:
+  // VACUUM INTO a new file of mode 0600 (node keys are secrets). Returns its size.
+  Result<uint64_t> backup_database(const std::string& path);
+
+  db::Database* db_ = nullptr;
   volmgr::VolumeManager& volumes_;
   Catalog& catalog_;
   ApiInfo info_;

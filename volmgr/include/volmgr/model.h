@@ -22,7 +22,9 @@ enum class Layout { kLinear, kStriped, kMirrored };
 std::string_view layout_name(Layout layout);
 std::optional<Layout> parse_layout(std::string_view name);
 
-enum class PvKind { kFile, kBlock };
+// kLun: a pass-through LUN, exported 1:1 as one volume. It carries no label (its data starts
+// at byte 0) and is found by its stable identity (lun_id) alone.
+enum class PvKind { kFile, kBlock, kLun };
 std::string_view pv_kind_name(PvKind kind);
 
 // Whether the PV's label matched the metadata when rsiod last opened it.
@@ -55,6 +57,9 @@ struct PvInfo {
   uint64_t extent_count = 0;
   uint64_t label_generation = 1;
   int64_t created_ms = 0;
+  // The stable identity (WWN, serial, backing file) of a device imported as a LUN; empty
+  // for devices added by path.
+  std::string lun_id;
   PvState state = PvState::kOk;
   std::string state_detail;  // why the PV is not ok
 };

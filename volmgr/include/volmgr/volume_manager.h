@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -17,6 +18,8 @@
 #include "common/result.h"
 #include "db/sqlite.h"
 #include "volmgr/allocator.h"
+#include "volmgr/label.h"
+#include "volmgr/lun.h"
 #include "volmgr/model.h"
 
 namespace rsio::volmgr {
@@ -35,6 +38,34 @@ struct AddDeviceRequest {
   std::string path;
   std::optional<uint64_t> create_size_bytes;  // create a sparse file of this size first
   bool force = false;  // overwrite a foreign or damaged label / other content
+  std::string lun_id;  // stable identity when the device is imported as a LUN
+};
+
+// A LUN named by identity (WWN), kernel name, device path or /dev/disk/by-id name.
+struct ImportLunRequest {
+  std::string lun;
+  std::string pool;  // empty: the default pool
+  bool force = false;
+};
+
+struct PassthroughRequest {
+  std::string name;  // the volume
+  std::string lun;
+  std::string pool;  // empty: the default pool, or a pool "gateway" created for it
+};
+
+struct VolumeManagerOptions {
+  // Where to look for LUNs: used to find PVs and pass-through LUNs that moved to another
+  // device name, and by the LUN commands. nullopt: no discovery (PVs are looked for at
+  // their recorded paths only; the LUN commands fail).
+  std::optional<LunScanOptions> scan;
+};
+
+// A discovered LUN and what the appliance uses it for.
+struct LunUsage {
+  Lun lun;
+  std::string use;     // "free", "pv", "passthrough", "in-use"
+  std::string detail;  // pool/volume it belongs to, or why the OS uses it
 };
 
 struct CreateVolumeRequest {
@@ -66,7 +97,8 @@ class VolumeManager {
   // allocations, but rsiod still starts. Reads only the 4 KiB label of each PV. `db` must
   // outlive the manager. Errors: kCorrupt when the metadata is inconsistent (extents used
   // twice, malformed segments); the database is not modified.
-  static Result<std::unique_ptr<VolumeManager>> open(db::Database& db);
+  static Result<std::unique_ptr<VolumeManager>> open(db::Database& db,
+                                                     VolumeManagerOptions options = {});
 
   // Errors: kInvalidArgument (name, extent size), kAlreadyExists.
   Result<PoolInfo> create_pool(const CreatePoolRequest& req);
@@ -83,6 +115,26 @@ class VolumeManager {
   // Removes an unused PV from its pool and wipes its label. Errors: kNotFound, kInUse.
   // Returns the PV as it was.
   Result<PvInfo> remove_device(std::string_view path);
+
+  // LUNs: discovery with what each is used for; import as a labelled PV (add_device by the
+  // LUN's device, recording its identity); a pass-through volume over the whole LUN, whose
+  // data is left as it is. Errors: kUnavailable (no discovery), kNotFound (no such LUN),
+  // kInUse (mounted, held, partitioned, already used), kInvalidArgument (a pass-through LUN
+  // without a stable identity or carrying an RSIO label), and those of add_device.
+  Result<std::vector<LunUsage>> luns() const;
+  Result<PvUsage> import_lun(const ImportLunRequest& req);
+  Result<VolumeInfo> create_passthrough(const PassthroughRequest& req);
+  bool is_passthrough(const VolumeInfo& v) const;
+
+  // Metadata copies in the PVs' label areas (volmgr/pool_copy.h). Every change marks its
+  // pool; flush_pool_copies() writes generation N+1 of each marked pool to its PVs. rsiod
+  // flushes shortly after a change and at shutdown; the database stays authoritative.
+  // `on_dirty` is called when a pool becomes marked.
+  void set_on_dirty(std::function<void()> on_dirty) { on_dirty_ = std::move(on_dirty); }
+  void flush_pool_copies();
+  // The document stored in the copies (JSON, see docs/on-disk-label.md).
+  std::string pool_document(int64_t pool_id) const;
+  uint64_t copy_generation(int64_t pool_id) const;
 
   // Errors: kInvalidArgument (name, size, layout), kAlreadyExists, kNotFound (pool),
   // kNoSpace (saying what is missing).
@@ -127,9 +179,19 @@ class VolumeManager {
   const PoolInfo* default_pool() const;
 
  private:
-  explicit VolumeManager(db::Database& db) : db_(db) {}
+  VolumeManager(db::Database& db, VolumeManagerOptions options)
+      : db_(db), options_(std::move(options)) {}
   Status load();
   void verify_labels();
+  // Looks for a PV that is not at its recorded path among the discovered LUNs; updates its
+  // path when exactly one device carries its label (or, for a pass-through LUN, its
+  // identity). Returns why it is not found: kNotFound, kInUse, kAlreadyExists (the label is
+  // on several devices: never guessed).
+  std::optional<Error> relocate(PvInfo& pv, const std::vector<Lun>& luns);
+  Status record_path(PvInfo& pv, const std::string& path, std::string_view why);
+  void mark_dirty(int64_t pool_id);
+  Result<std::vector<Lun>> scan() const;
+  Result<Lun> lun_for_use(std::string_view key, const std::vector<Lun>& luns) const;
   Result<const PoolInfo*> resolve_pool(std::string_view name) const;
   Status insert_segments(const VolumeInfo& v);
   Status replace_segments(const VolumeInfo& v);
@@ -139,6 +201,11 @@ class VolumeManager {
   PoolUsage usage_of(const PoolInfo& pool) const;
 
   db::Database& db_;
+  VolumeManagerOptions options_;
+  std::function<void()> on_dirty_;
+  std::set<int64_t> dirty_pools_;
+  std::map<int64_t, uint64_t> copy_generation_;  // by pool id: newest generation written
+  std::map<std::string, std::optional<PvLabel>> scan_labels_;  // labels seen while starting
   std::map<int64_t, PoolInfo> pools_;
   std::map<int64_t, PoolSpace> space_;  // by pool id
   std::map<int64_t, PvInfo> pvs_;
