@@ -20,6 +20,7 @@
 #include "../e2e/process.h"
 #include "raw_conn.h"
 #include "rsio/client.h"
+#include "test_client.h"
 
 namespace rsio::test {
 namespace {
@@ -37,56 +38,11 @@ constexpr uint64_t kVolBytes = 64ULL << 20;
 
 uint8_t op(Opcode o) { return static_cast<uint8_t>(o); }
 
-// A free TCP port on loopback (bound and released; rsiod binds it with SO_REUSEADDR).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);)
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
-}
-
-// Synchronous I/O through the client library.
-struct Waiter {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  StatusCode status = StatusCode::kOk;
-};
-
-StatusCode io_sync(client::Client& c, uint32_t vol, Opcode o, uint64_t offset, uint32_t length,
-                   void* buf, bool fua = false) {
-  Waiter w;
-  client::Io io;
-  io.op = o;
-  io.fua = fua;
-  io.volume = vol;
-  io.offset = offset;
-  io.length = length;
-  io.buf = buf;
-  io.user = &w;
-  io.done = [](client::Io* i, StatusCode s) {
-    auto* wt = static_cast<Waiter*>(i->user);
-    std::lock_guard lock(wt->mu);
-    wt->status = s;
-    wt->done = true;
-    wt->cv.notify_one();
-  };
-  c.submit(&io);
-  std::unique_lock lock(w.mu);
-  w.cv.wait(lock, [&] { return w.done; });
-  return w.status;
 }
 
 class RsioSession : public ::testing::Test {

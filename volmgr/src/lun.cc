@@ -278,11 +278,15 @@ const Lun* find_lun(const std::vector<Lun>& luns, std::string_view key_in) {
   };
   const Lun* hit = nullptr;
   for (const Lun& l : luns) {
-    bool match = !l.identity.empty() && (key == l.identity || bare(key) == bare(l.identity));
+    // WWNs compare case-insensitively; a backing file's path as it is.
+    const std::string id = lower(l.identity);
+    bool match = !l.identity.empty() &&
+                 (key_in == l.identity ||
+                  (!l.identity.starts_with("file:") && (key == id || bare(key) == bare(id))));
     match = match || key == l.name || key == lower(l.device_path) ||
             (!l.dm_name.empty() && key == lower(l.dm_name));
-    for (const std::string& id : l.by_id)
-      match = match || key == lower(id) || key_in.ends_with("/disk/by-id/" + id);
+    for (const std::string& link : l.by_id)
+      match = match || key == lower(link) || key_in.ends_with("/disk/by-id/" + link);
     if (match) {
       hit = &l;
       break;

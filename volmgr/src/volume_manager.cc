@@ -303,6 +303,12 @@ void VolumeManager::verify_labels() {
     }
     if (auto bad = check()) mark(bad->first, bad->second);
   }
+  if (Status st = persist_moves(); !st) {
+    // The devices are where discovery found them; only the record is behind. The next
+    // start finds them again.
+    log::error("new device paths not recorded: {}", st.error().message);
+    moved_.clear();
+  }
   // The newest generation of each pool's metadata copies, so the next write goes above it.
   for (const auto& [id, pv] : pvs_) {
     if (pv.kind == PvKind::kLun || pv.state != PvState::kOk) continue;
@@ -340,9 +346,7 @@ std::optional<Error> VolumeManager::relocate(PvInfo& pv, const std::vector<Lun>&
       return make_error(Errc::kInUse,
                         fmt::format("LUN {} ({}) is held by {}; free it first", pv.lun_id,
                                     hit->device_path, fmt::join(hit->holders, ", ")));
-    if (hit->device_path != pv.path)
-      if (Status st = record_path(pv, hit->device_path, "its identity " + pv.lun_id); !st)
-        return st.error();
+    if (hit->device_path != pv.path) record_path(pv, hit->device_path, "its identity " + pv.lun_id);
     return std::nullopt;
   }
   // A labelled PV: the device carrying its label. Multipath member paths show the same
@@ -375,20 +379,33 @@ std::optional<Error> VolumeManager::relocate(PvInfo& pv, const std::vector<Lun>&
   auto now = probe_device(carriers[0]->device_path);
   auto recorded = probe_device(pv.path);
   if (now && recorded && same_device(*now, *recorded)) return std::nullopt;
-  if (Status st = record_path(pv, carriers[0]->device_path, "its label"); !st) return st.error();
+  record_path(pv, carriers[0]->device_path, "its label");
   return std::nullopt;
 }
 
-Status VolumeManager::record_path(PvInfo& pv, const std::string& path, std::string_view why) {
-  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * st, db_.prepare("UPDATE pvs SET path = ? WHERE id = ?"));
-  st->bind_all(path, pv.id);
-  RSIO_TRY_STATUS(st->run());
-  RSIO_TRY_STATUS(txn.commit());
-  log::warn("pv={} found at {} by {} (recorded at {}); path updated", pv.uuid.str(), path, why,
-            pv.path);
+void VolumeManager::record_path(PvInfo& pv, const std::string& path, std::string_view why) {
+  log::warn("pv={} found at {} by {} (recorded at {})", pv.uuid.str(), path, why, pv.path);
+  moved_.emplace_back(pv.id, pv.path);
   pv.path = path;
   mark_dirty(pv.pool_id);
+}
+
+// Devices may have swapped names (loop1 <-> loop2), so every move goes through a name no
+// device has before taking its new one, all in one transaction.
+Status VolumeManager::persist_moves() {
+  if (moved_.empty()) return {};
+  RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
+  RSIO_TRY(db::Statement * st, db_.prepare("UPDATE pvs SET path = ? WHERE id = ?"));
+  for (const auto& [id, old_path] : moved_) {
+    st->bind_all("moving:" + pvs_.at(id).uuid.str(), id);
+    RSIO_TRY_STATUS(st->run());
+  }
+  for (const auto& [id, old_path] : moved_) {
+    st->bind_all(pvs_.at(id).path, id);
+    RSIO_TRY_STATUS(st->run());
+  }
+  RSIO_TRY_STATUS(txn.commit());
+  moved_.clear();
   return {};
 }
 
@@ -568,10 +585,19 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   RSIO_TRY(DeviceProbe probe, probe_device(req.path));
   for (const auto& [id, pv] : pvs_) {
     auto other = probe_device(pv.path);
-    if (pv.path == probe.canonical_path || (other && same_device(*other, probe)))
+    if (pv.path == probe.canonical_path || (other && same_device(*other, probe))) {
+      if (pv.state != PvState::kOk)
+        return make_error(
+            Errc::kAlreadyExists,
+            fmt::format("{} is where device pv={} of pool '{}' was recorded, which is {} ({}); "
+                        "if that disk is gone for good, remove its record first "
+                        "(smgr --remove-device {})",
+                        req.path, pv.uuid.str(), pools_.at(pv.pool_id).name,
+                        pv_state_name(pv.state), pv.state_detail, pv.path));
       return make_error(Errc::kAlreadyExists,
                         fmt::format("{} is already a device of pool '{}' (as {})", req.path,
                                     pools_.at(pv.pool_id).name, pv.path));
+    }
   }
   if (probe.size_bytes < min_size)
     return make_error(Errc::kInvalidArgument,

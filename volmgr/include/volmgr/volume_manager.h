@@ -188,7 +188,8 @@ class VolumeManager {
   // identity). Returns why it is not found: kNotFound, kInUse, kAlreadyExists (the label is
   // on several devices: never guessed).
   std::optional<Error> relocate(PvInfo& pv, const std::vector<Lun>& luns);
-  Status record_path(PvInfo& pv, const std::string& path, std::string_view why);
+  void record_path(PvInfo& pv, const std::string& path, std::string_view why);
+  Status persist_moves();
   void mark_dirty(int64_t pool_id);
   Result<std::vector<Lun>> scan() const;
   Result<Lun> lun_for_use(std::string_view key, const std::vector<Lun>& luns) const;
@@ -206,6 +207,7 @@ class VolumeManager {
   std::set<int64_t> dirty_pools_;
   std::map<int64_t, uint64_t> copy_generation_;  // by pool id: newest generation written
   std::map<std::string, std::optional<PvLabel>> scan_labels_;  // labels seen while starting
+  std::vector<std::pair<int64_t, std::string>> moved_;         // PVs found elsewhere: id, old path
   std::map<int64_t, PoolInfo> pools_;
   std::map<int64_t, PoolSpace> space_;  // by pool id
   std::map<int64_t, PvInfo> pvs_;
