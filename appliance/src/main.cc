@@ -98,7 +98,7 @@ int rebuild(const Options& opt, const std::string& state_dir, const std::string&
       report->devices_scanned, report->stale_copies, report->damaged_copies);
   fmt::print(
       "client registrations and grants are not on the devices: restore them from a "
-      "database backup (rsadmin --backup) or register and grant again\n");
+      "database backup (smgr --backup-db FILE) or register and grant again\n");
   return 0;
 }
 

@@ -290,5 +290,60 @@ TEST_F(Gateway, LoopLunsAreFoundAgainAfterTheirNumbersChange) {
   EXPECT_TRUE(read_file(foreign) == foreign_before) << "the foreign disk was not written to";
 }
 
+// The database is lost: rsiod --rebuild-db brings pools, devices and volumes back from the
+// copies on the devices; clients and grants come back from smgr --backup-db.
+TEST_F(Gateway, LostDatabaseIsRebuiltFromTheDevicesAndGrantsFromABackup) {
+  start_daemon({"--init-pool-size", "256m", "--no-lun-scan"});
+  const std::string state = dir_ + "/state";
+  cli("smgr -a " + state + "/pools/second.img -S 256m");
+  cli("smgr -c plain -S 40m");
+  cli("smgr -c safe -S 32m --mirrors 2");
+  cli("smgr -c wide -S 16m --stripes 2");
+  cli("smgr -r plain -S 60m");
+  cli("rsadmin -c tux -k tuxkey");
+  cli("rsadmin -g safe tux");
+  cli("smgr --backup-db " + dir_ + "/backup.db");
+  auto refused = cli("smgr --backup-db " + dir_ + "/backup.db", 1);
+  EXPECT_NE(refused.err.find("already exists"), std::string::npos) << refused.err;
+  EXPECT_EQ(fs::status(dir_ + "/backup.db").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write)
+      << "the backup holds node keys: owner only";
+  // What the volumes look like, without the grants (which live only in the database).
+  auto volumes = [&] {
+    auto j = json::parse(cli("smgr -qv --json").out);
+    for (auto& v : j["volumes"]) {
+      v.erase("grants");
+      v.erase("io");
+    }
+    return j.dump(1);
+  };
+  const std::string before = volumes();
+  EXPECT_EQ(daemon_->stop(), 0);
+
+  for (const char* f : {"/rsio.db", "/rsio.db-wal", "/rsio.db-shm"}) fs::remove(state + f);
+  auto r = run({kRsiod, "--state-dir", state, "--rebuild-db", "--no-lun-scan"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  fmt::print("{}", r.out);
+  EXPECT_NE(r.out.find("1 pool(s), 2 device(s) (0 missing), 3 volume(s)"), std::string::npos)
+      << r.out;
+  auto again = run({kRsiod, "--state-dir", state, "--rebuild-db", "--no-lun-scan"});
+  EXPECT_EQ(again.exit_code, 1) << "a database with pools is never overwritten";
+  EXPECT_NE(again.err.find("already has pools"), std::string::npos) << again.err;
+
+  start_daemon({"--no-lun-scan"});
+  EXPECT_EQ(volumes(), before);
+  auto clients = json::parse(cli("rsadmin -q --json").out);
+  EXPECT_TRUE(clients["clients"].empty()) << clients.dump();
+  EXPECT_EQ(daemon_->stop(), 0);
+
+  // The backup brings clients and grants back.
+  for (const char* f : {"/rsio.db", "/rsio.db-wal", "/rsio.db-shm"}) fs::remove(state + f);
+  fs::copy_file(dir_ + "/backup.db", state + "/rsio.db");
+  start_daemon({"--no-lun-scan"});
+  auto grants = cli("rsadmin -qa");
+  EXPECT_NE(grants.out.find("tux"), std::string::npos) << grants.out;
+  EXPECT_EQ(volumes(), before);
+}
+
 }  // namespace
 }  // namespace rsio::test
