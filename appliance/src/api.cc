@@ -471,6 +471,7 @@ ApiResponse Api::handle(const ApiRequest& req) {
       for (const volmgr::LunUsage& u : *found) list.push_back(lun_json(u));
       return ok(200, json{{"luns", list}});
     }
+    if (p.size() == 1) return method_not_allowed();
     // POST /1.0/luns/import {lun, pool, force}: a labelled PV of a pool.
     if (p.size() == 2 && p[1] == "import") {
       if (m != "POST") return method_not_allowed();

@@ -502,7 +502,8 @@ int main(int argc, char** argv) {
   app.add_option("-c,--create", a.create, "Create a volume with this name")->type_name("NAME");
   app.add_option("-S,--size", a.size, "Size for -c, -r, or of a file to create with -a")
       ->type_name("SIZE");
-  app.add_option("-p,--pool", a.pool, "Pool for -c or -a (default: the default pool)")
+  app.add_option("-p,--pool", a.pool,
+                 "Pool for -c, -a, --import-lun or --passthrough (default: the default pool)")
       ->type_name("POOL");
   app.add_option("--stripes", a.stripes, "With -c: stripe over N devices")->type_name("N");
   app.add_option("--stripe-size", a.stripe_size, "With -c: stripe size (default 64K)")
@@ -512,7 +513,8 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", a.block_size, "With -c: logical block size, 512 or 4096")
       ->type_name("BYTES");
   app.add_flag("-q,--query", a.query, "List volumes");
-  app.add_flag("-v,--verbose", a.verbose, "With -q: show segments and devices");
+  app.add_flag("-v,--verbose", a.verbose,
+               "With -q: show segments and devices; with -L: paths, ports and users");
   app.add_option("-r,--resize", a.resize, "Resize a volume to -S SIZE")->type_name("NAME");
   app.add_option("-d,--delete", a.remove, "Delete a volume (refused while granted)")
       ->type_name("NAME");
@@ -520,7 +522,8 @@ int main(int argc, char** argv) {
       ->expected(2)
       ->type_name("NAME NEWNAME");
   app.add_flag("-f,--force", a.force,
-               "Allow shrinking, deleting a granted volume, overwriting a labelled device");
+               "Allow shrinking, deleting a granted volume, overwriting a labelled device (-a, "
+               "--import-lun)");
   app.add_option("--create-pool", a.create_pool, "Create a pool")->type_name("NAME");
   app.add_option("--extent-size", a.extent_size, "With --create-pool: extent size (default 4M)")
       ->type_name("SIZE");

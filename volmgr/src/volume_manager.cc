@@ -340,7 +340,7 @@ std::optional<Error> VolumeManager::relocate(PvInfo& pv, const std::vector<Lun>&
     if (hit == nullptr)
       return make_error(Errc::kNotFound,
                         fmt::format("LUN {} is not visible (check zoning, cabling and "
-                                    "multipath); the volume stays unavailable until it is back",
+                                    "multipath)",
                                     pv.lun_id));
     if (!hit->holders.empty())
       return make_error(Errc::kInUse,
@@ -590,10 +590,11 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
         return make_error(
             Errc::kAlreadyExists,
             fmt::format("{} is where device pv={} of pool '{}' was recorded, which is {} ({}); "
-                        "if that disk is gone for good, remove its record first "
-                        "(smgr --remove-device {})",
+                        "if that disk is gone for good, remove its record first ({})",
                         req.path, pv.uuid.str(), pools_.at(pv.pool_id).name,
-                        pv_state_name(pv.state), pv.state_detail, pv.path));
+                        pv_state_name(pv.state), pv.state_detail,
+                        pv.kind == PvKind::kLun ? "delete its pass-through volume with smgr -d"
+                                                : "smgr --remove-device " + pv.path));
       return make_error(Errc::kAlreadyExists,
                         fmt::format("{} is already a device of pool '{}' (as {})", req.path,
                                     pools_.at(pv.pool_id).name, pv.path));
@@ -867,8 +868,10 @@ Result<VolumeInfo> VolumeManager::resize_volume(std::string_view name, uint64_t 
   const PoolInfo& pool = pools_.at(v.pool_id);
   if (is_passthrough(v))
     return make_error(Errc::kInvalidArgument,
-                      fmt::format("volume '{}' is a pass-through LUN: its size is the LUN's; "
-                                  "grow the LUN on the array instead",
+                      fmt::format("volume '{}' is a pass-through LUN: its size is the LUN's "
+                                  "size when the volume was created; after growing the LUN on "
+                                  "the array, delete the volume and pass the LUN through again "
+                                  "(its data stays)",
                                   name));
   if (size_bytes == 0)
     return make_error(Errc::kInvalidArgument, "volume size must be greater than zero");
@@ -1179,7 +1182,9 @@ Result<std::vector<LunUsage>> VolumeManager::luns() const {
         owner = &pv;
         break;
       }
-      if (pv.kind == PvKind::kFile) continue;
+      // A pass-through LUN is its identity alone; a labelled PV counts by device only while
+      // its label was confirmed there.
+      if (pv.kind != PvKind::kBlock || pv.state != PvState::kOk) continue;
       auto& probe = probes[id];
       if (!probe) {
         auto p = probe_device(pv.path);
