@@ -279,10 +279,12 @@ boot_vm "$mode"
 wait_ready "$t2" "boot 2"
 ready2=$ready_s
 if [ "$mode" = uefi ]; then
-  out=$(on_console 60 "bootctl status --no-pager 2>/dev/null | grep -E 'Firmware:|Product:|Current Entry:'; test -d /sys/firmware/efi") ||
+  # systemd-boot leaves its name and the entry it started in EFI variables.
+  out=$(on_console 60 'test -d /sys/firmware/efi && for v in LoaderInfo LoaderEntrySelected; do printf "%s=" $v; cat /sys/firmware/efi/efivars/$v-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f | tail -c +5 | tr -d "\\0"; echo; done') ||
     fail "boot 2 was not a UEFI boot"
   echo "$out"
-  grep -q 'systemd-boot' <<<"$out" && grep -q 'rsio.conf' <<<"$out" || fail "boot 2 did not come through systemd-boot's rsio.conf entry"
+  grep -q '^LoaderInfo=systemd-boot' <<<"$out" && grep -q '^LoaderEntrySelected=rsio.conf$' <<<"$out" ||
+    fail "boot 2 did not come through systemd-boot's rsio.conf entry"
 fi
 out=$(console_out 60 "systemctl show -p ConditionResult --value rsio-setup.service") || true
 [ "$out" = no ] || fail "rsio-setup ran again at boot 2 (ConditionResult=$out)"
