@@ -61,6 +61,7 @@ uint64_t u64(const json& j, const char* key) { return j[key].get<uint64_t>(); }
 std::string str(const json& j, const char* key) { return j[key].get<std::string>(); }
 
 std::string layout_text(const json& v) {
+  if (v.contains("passthrough")) return "pass-through";
   const std::string layout = str(v, "layout");
   if (layout == "striped")
     return fmt::format("striped {}x{}", u64(v, "stripes"),

@@ -164,6 +164,10 @@ TEST_F(Gateway, LoopLunsAreFoundAgainAfterTheirNumbersChange) {
   cli("smgr --import-lun " + dev_b + " -p gw");   // by device name: recorded by identity too
   cli("smgr --passthrough file:" + c + " ptv");
   cli("smgr -c vol -S 100m -p gw");  // concatenated over both PVs
+  auto listing = cli("smgr -q");
+  EXPECT_NE(listing.out.find("pass-through"), std::string::npos) << listing.out;
+  auto grow = cli("smgr -r ptv -S 1g", 1);
+  EXPECT_NE(grow.err.find("pass the LUN through again"), std::string::npos) << grow.err;
   cli("rsadmin -c gwnode -k gwkey");
   cli("rsadmin -g vol gwnode");
   cli("rsadmin -g ptv gwnode");
