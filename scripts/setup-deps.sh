@@ -25,6 +25,8 @@ packages=(
   nbdkit qemu-utils
   # the ublk guest test boots Debian's 6.12 kernel in qemu (TCG) from a busybox initramfs
   qemu-system-x86 busybox-static cpio
+  # the appliance image (image/build.sh) and its boot test: UEFI firmware for qemu
+  mmdebstrap mtools dosfstools ovmf
 )
 
 missing=()

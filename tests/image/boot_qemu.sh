@@ -61,7 +61,9 @@ else
   if [ ${#packages[@]} -eq 0 ]; then
     if [ "${RSIO_IMAGE_BUILD_PACKAGES:-}" = 1 ] || { [ -n "${CI:-}" ] && [ "${CI:-}" != false ]; }; then
       echo "image boot: no packages in build/packages; building them (scripts/build-packages.sh)"
-      "$src/scripts/build-packages.sh" >/dev/null || { echo "image boot: FAILED: scripts/build-packages.sh" >&2; exit 1; }
+      mkdir -p "$src/build"
+      "$src/scripts/build-packages.sh" >"$src/build/packages-build.log" 2>&1 ||
+        { tail -30 "$src/build/packages-build.log" >&2; echo "image boot: FAILED: scripts/build-packages.sh (log: build/packages-build.log)" >&2; exit 1; }
     else
       skip "no image and no packages to build it from: run scripts/build-packages.sh (or set RSIO_IMAGE_BUILD_PACKAGES=1), or give IMAGE="
     fi
@@ -75,6 +77,7 @@ else
   fi
   if [ ! -f "$image" ] || [ -n "$stale" ]; then
     echo "image boot: building the image (${stale:-none built yet}): image/build.sh"
+    mkdir -p "$src/build"
     t0=$(date +%s)
     "$src/image/build.sh" >"$src/build/image-build.log" 2>&1 ||
       { tail -30 "$src/build/image-build.log" >&2; echo "image boot: FAILED: image/build.sh (log: build/image-build.log)" >&2; exit 1; }
@@ -227,7 +230,9 @@ grep -q "exists" <<<"$out" && [ "$(grep -c 'already' <<<"$out")" -eq 2 ] || fail
 out=$(console_out 60 'root=$(findmnt -no SOURCE /); disk=/dev/$(lsblk -no PKNAME "$root"); echo "disk=$(blockdev --getsize64 "$disk") esp=$(blockdev --getsize64 /dev/disk/by-label/RSIO-ESP) part=$(blockdev --getsize64 "$root") fs=$(findmnt -bno SIZE /) esp_mounted=$(findmnt -no TARGET /boot/efi)"') ||
   fail "cannot read the disk sizes"
 echo "boot 1: system disk: $out"
-eval "$(tr ' ' '\n' <<<"$out" | grep -E '^(disk|esp|part|fs|esp_mounted)=[0-9a-z/]*$')"
+field() { tr ' ' '\n' <<<"$out" | sed -n "s/^$1=//p"; }
+disk=$(field disk) esp=$(field esp) part=$(field part) fs=$(field fs) esp_mounted=$(field esp_mounted)
+[[ "$disk$esp$part$fs" =~ ^[0-9]+$ ]] || fail "cannot read the disk sizes: $out"
 [ $((disk - esp - part)) -lt $((16 << 20)) ] || fail "the root partition did not grow to the end of the disk"
 [ $((fs * 10)) -gt $((part * 9)) ] || fail "the root file system did not grow with its partition"
 [ "$esp_mounted" = /boot/efi ] || fail "the ESP is not mounted at /boot/efi"
@@ -303,7 +308,11 @@ poweroff_vm "boot 2"
 
 t_end=$(date +%s)
 echo "== timings"
-if [ -n "$build_s" ]; then echo "image build: $build_s s"; else echo "image build: not needed (image up to date)"; fi
+if [ -n "$build_s" ]; then
+  echo "image build: $build_s s"
+else
+  echo "image build: not needed (up to date; $(head -n 1 "$image_dir/manifest.txt" 2>/dev/null || echo "no manifest"))"
+fi
 echo "boot 1 (direct kernel, first boot with setup): rsiod active $ready1 s after qemu started"
 echo "boot 2 ($mode): rsiod active $ready2 s after qemu started"
 echo "total: $((t_end - t_start)) s"
