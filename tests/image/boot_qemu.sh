@@ -304,6 +304,15 @@ host "$rsconfig" -a vol0 || fail "attaching vol0 after the reboot failed"
 echo "boot 2: read back over RSIO after the reboot: sha256 $sum (the same)"
 host "$rsconfig" -d vol0 || fail "detaching vol0 failed"
 stop_client
+
+# Removing the server package stops its service and keeps the appliance's data.
+on_console 300 "dpkg -r rsio-server" || fail "dpkg -r rsio-server failed"
+out=$(console_out 60 'systemctl is-active rsiod.service; ls /var/lib/rsio/rsio.db; test -e /usr/sbin/rsiod && echo rsiod-still-installed') || true
+echo "$out"
+grep -qx 'inactive' <<<"$out" || fail "rsiod still runs after dpkg -r rsio-server: $out"
+grep -qx '/var/lib/rsio/rsio.db' <<<"$out" || fail "removing rsio-server removed the database: $out"
+! grep -q 'rsiod-still-installed' <<<"$out" || fail "dpkg -r rsio-server left /usr/sbin/rsiod"
+echo "boot 2: dpkg -r rsio-server stopped rsiod and kept /var/lib/rsio/rsio.db"
 poweroff_vm "boot 2"
 
 t_end=$(date +%s)
