@@ -304,6 +304,11 @@ int run(const Options& opt) {
   // The RSIO export service: listen addresses are checked before anything else listens.
   server::ServerOptions export_opt;
   bool exporting = true;
+  if (opt.listen.size() > 1 &&
+      std::find(opt.listen.begin(), opt.listen.end(), "none") != opt.listen.end()) {
+    log::error("--listen none serves no RSIO and cannot be combined with addresses");
+    return 2;
+  }
   for (const std::string& l : opt.listen) {
     if (l == "none") {
       exporting = false;
@@ -382,7 +387,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "rsiod - the RSIO appliance daemon.\n\n"
       "Owns the metadata database and the storage pools in the state directory and serves\n"
-      "the management API (used by smgr and rsadmin) on a root-only Unix socket.\n"};
+      "the management API (used by smgr and rsadmin) on a root-only Unix socket.\n",
+      "rsiod"};
   app.get_formatter()->column_width(34);
   app.add_option("--state-dir", opt.state_dir, "State directory: database, default pool files")
       ->capture_default_str();

@@ -206,7 +206,8 @@ int main(int argc, char** argv) {
       "  rsconfig -a                                     attach every granted volume\n"
       "  rsconfig -a eisberg                             attach one: /dev/av0/eisberg\n"
       "  rsconfig -l / -lvv                              attached devices\n"
-      "  rsconfig -d eisberg                             detach (refused while mounted)\n"};
+      "  rsconfig -d eisberg                             detach (refused while mounted)\n",
+      "rsconfig"};
   app.get_formatter()->column_width(40);
   app.add_flag("-q,--query", a.query, "List the volumes granted to this node (-qvv: devices too)");
   app.add_flag("-v,--verbose", a.verbose, "More detail; repeat for more (-vv)");

@@ -22,6 +22,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -529,9 +530,26 @@ class Daemon {
                       // ublk in Linux 6.12 has no way to change a live device's size.
                       {"follows_resize", fuse_->kind() != "ublk"},
                       {"handle", fuse_->handle(n)}});
+    // Written whole to a new file and renamed over the old one: a crash leaves either list,
+    // never half of one (the next start attaches again what the list names).
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(opt_.state).parent_path(), ec);
-    std::ofstream(opt_.state) << json{{"attached", list}}.dump(2) << "\n";
+    const std::string tmp = opt_.state + ".new";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << json{{"attached", list}}.dump(2) << "\n";
+      out.flush();
+      if (!out) {
+        log::error("cannot write {}: the list of attached volumes is not saved", tmp);
+        return;
+      }
+    }
+    if (int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+    if (::rename(tmp.c_str(), opt_.state.c_str()) != 0)
+      log::error("cannot replace {}: {}", opt_.state, std::strerror(errno));
   }
 
   // Attaches again what was attached when the daemon last stopped.
@@ -631,7 +649,10 @@ int main(int argc, char** argv) {
   CLI::App app{
       "rsclientd - the RSIO client daemon.\n\n"
       "Connects this node to its RSIO servers and turns granted volumes into block devices\n"
-      "/dev/av<N>/<volume> (FUSE + loop devices). Driven by rsconfig over a root-only socket.\n"};
+      "/dev/av<N>/<volume>: ublk devices where the kernel has ublk_drv, FUSE + loop devices\n"
+      "elsewhere. Driven by rsconfig over a root-only socket.\n",
+      "rsclientd"};
+  app.set_version_flag("--version", RSIO_VERSION);
   app.get_formatter()->column_width(34);
   app.add_option("--config", opt.config, "Node identity and servers (JSON, mode 0600)")
       ->envname("RSCLIENT_CONFIG")

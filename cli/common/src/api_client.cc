@@ -104,6 +104,7 @@ void add_socket_option(CLI::App& app, std::string& socket_path) {
 }
 
 int run_cli(CLI::App& app, int argc, char** argv, const std::function<Status()>& body) {
+  app.set_version_flag("--version", RSIO_VERSION);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
