@@ -496,6 +496,30 @@ TEST_F(ControlPlane, CliSaysHowToStartRsiodWhenItIsNotRunning) {
   EXPECT_NE(r.err.find(dir_ + "/other.sock"), std::string::npos) << "--socket is honoured";
 }
 
+// A daemon that accepts but never answers (hung, or stopped with SIGSTOP): the command
+// fails after its deadline instead of hanging the admin's shell.
+TEST_F(ControlPlane, CliGivesUpOnADaemonThatNeverAnswers) {
+  const std::string path = dir_ + "/hung.sock";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);  // connections queue; nothing ever reads them
+  RunOptions opt;
+  opt.env.push_back("RSIO_API_TIMEOUT=1");
+  opt.timeout = std::chrono::milliseconds(20000);
+  for (const std::string& bin : {kSmgr, kRsadmin}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = run({bin, "-q", "--socket", path}, opt);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(r.exit_code, 1) << bin;
+    EXPECT_NE(r.err.find("did not answer within 1 s"), std::string::npos) << r.err;
+    EXPECT_LT(took, std::chrono::seconds(10)) << bin << " waited for the test's own timeout";
+  }
+  ::close(fd);
+}
+
 TEST_F(ControlPlane, SecondDaemonOnTheSameStateOrSocketIsRefused) {
   start();
   auto r = run({kRsiod, "--state-dir", state_, "--socket", dir_ + "/other.sock"});

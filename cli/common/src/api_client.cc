@@ -6,6 +6,8 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdlib>
 
 #include "common/units.h"
 
@@ -61,6 +63,11 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
                                   "{}`; use --socket or RSIO_SOCKET for another appliance",
                                   socket_path_, ec.message(), socket_path_));
   }
+  // No wait without an end: a daemon that accepts but never answers (hung, stopped with
+  // SIGSTOP) makes the command fail instead of hanging the admin's shell or script.
+  int seconds = kApiTimeoutSeconds;
+  if (const char* env = std::getenv("RSIO_API_TIMEOUT"); env != nullptr && std::atoi(env) > 0)
+    seconds = std::atoi(env);
   http::request<http::string_body> req{http::string_to_verb(method), target, 11};
   req.set(http::field::host, daemon_);
   req.set(http::field::user_agent, "rsio-cli");
@@ -70,14 +77,31 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
   }
   req.keep_alive(false);
   req.prepare_payload();
-  http::write(socket, req, ec);
-  if (ec)
-    return make_error(Errc::kUnavailable, fmt::format("sending to {} at {} failed: {}", daemon_,
-                                                      socket_path_, ec.message()));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(1ULL << 30);
-  http::read(socket, buffer, parser, ec);
+  bool done = false, sent = false;
+  http::async_write(socket, req, [&](const boost::system::error_code& wec, size_t) {
+    if (wec) {
+      ec = wec;
+      done = true;
+      return;
+    }
+    sent = true;
+    http::async_read(socket, buffer, parser, [&](const boost::system::error_code& rec, size_t) {
+      ec = rec;
+      done = true;
+    });
+  });
+  io.run_for(std::chrono::seconds(seconds));
+  if (!done)
+    return make_error(Errc::kUnavailable,
+                      fmt::format("{} at {} did not answer within {} s; it may be hung (check "
+                                  "its log, e.g. journalctl -u {})",
+                                  daemon_, socket_path_, seconds, daemon_));
+  if (ec && !sent)
+    return make_error(Errc::kUnavailable, fmt::format("sending to {} at {} failed: {}", daemon_,
+                                                      socket_path_, ec.message()));
   if (ec)
     return make_error(Errc::kUnavailable, fmt::format("reading {}'s reply from {} failed: {}",
                                                       daemon_, socket_path_, ec.message()));

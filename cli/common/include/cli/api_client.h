@@ -19,6 +19,11 @@ inline constexpr int kExitUsage = 2;
 
 inline constexpr const char* kDefaultSocket = "/run/rsio/rsiod.sock";
 
+// How long a command waits for the daemon's answer (the longest request, attaching a
+// volume from an unreachable server, takes a few seconds). RSIO_API_TIMEOUT=SECONDS
+// overrides it.
+inline constexpr int kApiTimeoutSeconds = 120;
+
 class ApiClient {
  public:
   explicit ApiClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}
