@@ -105,6 +105,7 @@ Status list_devices(ApiClient& api, const Args& a) {
 
 Status attach(ApiClient& api, const Args& a) {
   std::vector<std::pair<std::string, std::string>> todo;  // (volume, server)
+  Status first_error;
   if (!a.volumes.empty()) {
     for (const auto& v : a.volumes) todo.emplace_back(v, a.server);
   } else {
@@ -116,6 +117,8 @@ Status attach(ApiClient& api, const Args& a) {
         if (s.contains("error")) {
           fmt::print(stderr, "rsconfig: server {}: {}\n", s["name"].get<std::string>(),
                      s["error"].get<std::string>());
+          // Its volumes are not attached: say so in the exit code too.
+          if (first_error) first_error = make_error(Errc::kUnavailable, "server unreachable");
           continue;
         }
         for (const auto& v : s["volumes"])
@@ -123,7 +126,6 @@ Status attach(ApiClient& api, const Args& a) {
             todo.emplace_back(v["name"].get<std::string>(), s["name"].get<std::string>());
       }
   }
-  Status first_error;
   for (const auto& [vol, srv] : todo) {
     json body{{"volume", vol}, {"read_only", a.read_only}};
     if (!srv.empty()) body["server"] = srv;
