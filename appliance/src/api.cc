@@ -759,6 +759,9 @@ ApiResponse Api::handle(const ApiRequest& req) {
       if (!key) return fail(key.error());
       auto c = catalog_.add_client(*name, *key);
       if (!c) return fail(c.error());
+      // The copies on the devices carry the id high-water marks: a rebuilt database must
+      // not hand this node's id to another.
+      volumes_.refresh_pool_copies();
       return ok(201, client_json(*c, false));
     }
     if (p.size() == 2 && m == "GET") {

@@ -132,6 +132,11 @@ class VolumeManager {
   // `on_dirty` is called when a pool becomes marked.
   void set_on_dirty(std::function<void()> on_dirty) { on_dirty_ = std::move(on_dirty); }
   void flush_pool_copies();
+  // Marks every pool, for a change outside the volume manager that the copies carry (the
+  // id high-water marks).
+  void refresh_pool_copies() {
+    for (const auto& [id, pool] : pools_) mark_dirty(id);
+  }
   // The document stored in the copies (JSON, see docs/on-disk-label.md).
   std::string pool_document(int64_t pool_id) const;
   uint64_t copy_generation(int64_t pool_id) const;
