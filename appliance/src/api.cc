@@ -472,6 +472,62 @@ ApiResponse Api::handle(const ApiRequest& req) {
       return ok(200, json{{"luns", list}});
     }
     if (p.size() == 1) return method_not_allowed();
+    // POST /1.0/luns/rescan: looks again for devices that are not ok and reopens the
+    // volumes that have all their devices back.
+    if (p.size() == 2 && p[1] == "rescan") {
+      if (m != "POST") return method_not_allowed();
+      auto body = parse_body(req.body, {});
+      if (!body) return fail(body.error());
+      auto report = volumes_.rescan();
+      if (!report) return fail(report.error());
+      auto pv_brief = [&](int64_t id) {
+        const auto* pv = volumes_.find_pv(id);
+        return json{{"path", pv->path},
+                    {"uuid", pv->uuid.str()},
+                    {"lun_id", pv->lun_id},
+                    {"state", volmgr::pv_state_name(pv->state)},
+                    {"state_detail", pv->state_detail}};
+      };
+      json back = json::array(), missing = json::array(), reopened = json::array(),
+           legs = json::array(), errors = json::array();
+      for (int64_t id : report->back) back.push_back(pv_brief(id));
+      for (int64_t id : report->still_missing) missing.push_back(pv_brief(id));
+      const std::set<int64_t> came_back(report->back.begin(), report->back.end());
+      for (const VolumeInfo* v : volumes_.volumes()) {
+        bool touched = false;
+        for (const auto& seg : v->segments)
+          for (const auto& a : seg.areas) touched = touched || came_back.contains(a.pv_id);
+        if (!touched) continue;
+        if (v->spec.layout == Layout::kMirrored) {
+          // The leg fell behind while its device was away: it comes back through a resync.
+          for (size_t k = 0; k < v->leg_states.size(); ++k) {
+            bool leg_back = false, leg_ok = true;
+            for (const auto& seg : v->segments) {
+              const auto* pv = volumes_.find_pv(seg.areas[k].pv_id);
+              leg_back = leg_back || came_back.contains(seg.areas[k].pv_id);
+              leg_ok = leg_ok && pv != nullptr && pv->state == volmgr::PvState::kOk;
+            }
+            if (leg_back && leg_ok && v->leg_states[k] != volmgr::LegState::kInSync)
+              legs.push_back({{"volume", v->name},
+                              {"leg", k},
+                              {"command", fmt::format("smgr --restore-leg {} {}", v->name, k)}});
+          }
+          continue;
+        }
+        if (volume_state(volumes_, *v) != "ok") continue;
+        Status st = engine_ != nullptr ? engine_->open(*v)
+                                       : Status(make_error(Errc::kUnavailable, engine_reason_));
+        if (st)
+          reopened.push_back(v->name);
+        else
+          errors.push_back({{"volume", v->name}, {"error", st.error().message}});
+      }
+      return ok(200, json{{"back", back},
+                          {"still_missing", missing},
+                          {"reopened", reopened},
+                          {"legs_to_restore", legs},
+                          {"errors", errors}});
+    }
     // POST /1.0/luns/import {lun, pool, force}: a labelled PV of a pool.
     if (p.size() == 2 && p[1] == "import") {
       if (m != "POST") return method_not_allowed();

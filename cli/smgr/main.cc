@@ -48,6 +48,7 @@ struct Args {
   std::string remove_device;
   bool list_devices = false;
   bool list_luns = false;
+  bool rescan = false;
   std::string import_lun;
   std::vector<std::string> passthrough;
   std::string backup_db;
@@ -268,12 +269,12 @@ Status run(ApiClient& api, const Args& a) {
       int{a.list_devices} + int{!a.set_default.empty()} + int{!a.scrub.empty()} +
       int{!a.restore_leg.empty()} + int{!a.add_leg.empty()} + int{!a.remove_leg.empty()} +
       int{!a.replace_leg.empty()} + int{a.list_luns} + int{!a.import_lun.empty()} +
-      int{!a.passthrough.empty()} + int{!a.backup_db.empty()};
+      int{!a.passthrough.empty()} + int{!a.backup_db.empty()} + int{a.rescan};
   if (actions == 0)
     throw UsageError(
         "say what to do: -c, -q, -r, -d, --rename, --create-pool, -P, -a, -D, --scrub, "
         "--add-leg, --remove-leg, --replace-leg, --restore-leg, -L, --import-lun, "
-        "--passthrough, --backup-db ...");
+        "--passthrough, --rescan, --backup-db ...");
   if (actions > 1) throw UsageError("give one action at a time");
   const bool sized = !a.create.empty() || !a.resize.empty() || !a.add_device.empty();
   if (!a.size.empty() && !sized) throw UsageError("-S/--size belongs to -c, -r or -a");
@@ -300,6 +301,28 @@ Status run(ApiClient& api, const Args& a) {
   if (a.list_pools) return list_pools(api, a);
   if (a.list_devices) return list_devices(api, a);
   if (a.list_luns) return list_luns(api, a);
+  if (a.rescan) {
+    RSIO_TRY(json r, api.call("POST", "/1.0/luns/rescan", json::object()));
+    if (a.json_out) {
+      print_json(r);
+      return {};
+    }
+    for (const auto& d : r["back"])
+      fmt::print("back: {}{}\n", str(d, "path"),
+                 str(d, "lun_id").empty() ? "" : " (" + str(d, "lun_id") + ")");
+    for (const auto& d : r["still_missing"])
+      fmt::print("still {}: {}: {}\n", str(d, "state"), str(d, "path"), str(d, "state_detail"));
+    for (const auto& v : r["reopened"])
+      fmt::print("volume {} is available again\n", v.get<std::string>());
+    for (const auto& l : r["legs_to_restore"])
+      fmt::print("volume {}: leg {} fell behind while its device was away; resync it with `{}`\n",
+                 str(l, "volume"), l["leg"].get<uint64_t>(), str(l, "command"));
+    for (const auto& e : r["errors"])
+      fmt::print(stderr, "smgr: volume {} not reopened: {}\n", str(e, "volume"), str(e, "error"));
+    if (r["back"].empty() && r["still_missing"].empty()) fmt::print("every device is in place\n");
+    if (!r["errors"].empty()) return make_error(Errc::kIo, "not every volume could be reopened");
+    return {};
+  }
   if (!a.import_lun.empty()) {
     json body = {{"lun", a.import_lun}, {"force", a.force}};
     if (!a.pool.empty()) body["pool"] = a.pool;
@@ -557,6 +580,9 @@ int main(int argc, char** argv) {
   app.add_flag("-D,--devices", a.list_devices, "List devices with used and free space");
   app.add_flag("-L,--luns", a.list_luns,
                "List the LUNs (block devices) this appliance sees, by WWN, and what uses them");
+  app.add_flag("--rescan", a.rescan,
+               "Look again for devices and LUNs that are missing (after fixing zoning or "
+               "cabling) and make their volumes available without restarting rsiod");
   app.add_option("--import-lun", a.import_lun,
                  "Add a LUN to a pool (-p) as a labelled device; LUN: WWN, device or by-id name")
       ->type_name("LUN");

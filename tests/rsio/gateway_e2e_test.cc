@@ -292,6 +292,34 @@ TEST_F(Gateway, LoopLunsAreFoundAgainAfterTheirNumbersChange) {
       << foreign_label.err;
   EXPECT_EQ(daemon_->stop(), 0);
   EXPECT_TRUE(read_file(foreign) == foreign_before) << "the foreign disk was not written to";
+
+  // The pass-through LUN is away when rsiod starts (zoning, a cable) and comes back under
+  // another name: smgr --rescan finds it and makes its volume available without a restart.
+  detach(dev_c);
+  start_daemon();
+  vols = json::parse(cli("smgr -q --json").out);
+  for (const auto& v : vols["volumes"])
+    if (v["name"] == "ptv") {
+      EXPECT_EQ(v["state"], "unavailable") << v.dump();
+    }
+  auto nothing = cli("smgr --rescan");
+  EXPECT_NE(nothing.out.find("still missing"), std::string::npos) << nothing.out;
+  losetup(filler);  // takes a number, so the LUN comes back under yet another one
+  dev_c = losetup(c);
+  auto rescan = cli("smgr --rescan");
+  fmt::print("{}", rescan.out);
+  EXPECT_NE(rescan.out.find("back: " + dev_c + " (file:" + c + ")"), std::string::npos)
+      << rescan.out;
+  EXPECT_NE(rescan.out.find("volume ptv is available again"), std::string::npos) << rescan.out;
+  {
+    auto cl = connect();
+    ASSERT_TRUE(cl);
+    auto ptv = cl->open("ptv");
+    ASSERT_TRUE(ptv) << ptv.error().message;
+    EXPECT_TRUE(read_all(*cl, ptv->id, c_data.size()) == c_data)
+        << "the pass-through volume reads the LUN's data after the rescan";
+  }
+  EXPECT_EQ(daemon_->stop(), 0);
 }
 
 // The database is lost: rsiod --rebuild-db brings pools, devices and volumes back from the

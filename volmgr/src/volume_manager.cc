@@ -226,6 +226,61 @@ Status VolumeManager::load() {
   return {};
 }
 
+// Where `pv` is now and whether it is this PV; nullopt when it is (its path may have been
+// updated in memory, see record_path). `discovered` runs discovery once, when needed.
+std::optional<std::pair<PvState, std::string>> VolumeManager::identify(
+    PvInfo& pv, const std::function<const Result<std::vector<Lun>>&()>& discovered) {
+  using Finding = std::optional<std::pair<PvState, std::string>>;
+  const PoolInfo& pool = pools_.at(pv.pool_id);
+  const uint64_t needed = pv.kind == PvKind::kLun
+                              ? pv.size_bytes
+                              : pv.data_offset_bytes + pv.extent_count * pool.extent_size_bytes;
+  // Checks the device at pv.path.
+  auto check = [&]() -> Finding {
+    auto fd = open_device(pv.path, false);
+    if (!fd) return std::make_pair(PvState::kMissing, fd.error().message);
+    if (pv.kind != PvKind::kLun) {
+      auto label = read_label(fd->get());
+      if (!label) return std::make_pair(PvState::kLabelMismatch, label.error().message);
+      if (!label->has_value())
+        return std::make_pair(PvState::kLabelMismatch,
+                              std::string("no RSIO label (the device at this path was replaced?)"));
+      if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pool.uuid)
+        return std::make_pair(PvState::kLabelMismatch,
+                              fmt::format("label belongs to pv={} pool={}, not to this PV",
+                                          (*label)->pv_uuid.str(), (*label)->pool_uuid.str()));
+    }
+    if (auto probe = probe_device(pv.path); probe && probe->size_bytes < needed)
+      return std::make_pair(PvState::kSizeMismatch,
+                            fmt::format("device shrank to {} bytes but its extents need {} bytes",
+                                        probe->size_bytes, needed));
+    return std::nullopt;
+  };
+  if (pv.kind == PvKind::kFile) return check();
+  // Block devices and LUNs: the kernel may have given the disk another name, or a
+  // multipath map may now stand in front of it. Discovery decides where it is now.
+  if (options_.scan) {
+    const auto& found = discovered();
+    if (!found) {
+      if (pv.kind == PvKind::kLun)
+        return std::make_pair(PvState::kMissing,
+                              "cannot identify the LUN: " + found.error().message);
+    } else if (auto why = relocate(pv, *found)) {
+      if (pv.kind == PvKind::kLun) return std::make_pair(PvState::kMissing, why->message);
+      if (why->code == Errc::kAlreadyExists)  // the label is on several devices
+        return std::make_pair(PvState::kLabelMismatch, why->message);
+      // A labelled PV may still be at its recorded path (discovery may not see it); the
+      // label check below decides.
+      log::debug("pv={}: {}", pv.uuid.str(), why->message);
+    }
+  } else if (pv.kind == PvKind::kLun) {
+    return std::make_pair(PvState::kMissing,
+                          std::string("LUN discovery is off; a pass-through LUN is only used "
+                                      "once its identity is confirmed"));
+  }
+  return check();
+}
+
 void VolumeManager::verify_labels() {
   // Discovery is read once, and only when a PV is not where it was recorded (or is a LUN).
   std::optional<Result<std::vector<Lun>>> luns;
@@ -234,74 +289,14 @@ void VolumeManager::verify_labels() {
     return *luns;
   };
   scan_labels_.clear();
-  for (auto& entry : pvs_) {
-    PvInfo& pv = entry.second;  // named, not a structured binding: the lambda captures it
-    const PoolInfo& pool = pools_.at(pv.pool_id);
-    auto mark = [&](PvState state, std::string detail) {
-      pv.state = state;
-      pv.state_detail = std::move(detail);
+  for (auto& [id, pv] : pvs_) {
+    if (auto bad = identify(pv, discovered)) {
+      pv.state = bad->first;
+      pv.state_detail = std::move(bad->second);
       space_.at(pv.pool_id).set_usable(pv.id, false);
       log::error("pv={} path={}: {}; volumes on it are unavailable until it is back", pv.uuid.str(),
                  pv.path, pv.state_detail);
-    };
-    const uint64_t needed = pv.kind == PvKind::kLun
-                                ? pv.size_bytes
-                                : pv.data_offset_bytes + pv.extent_count * pool.extent_size_bytes;
-    // Checks the device at pv.path; empty when it is this PV.
-    auto check = [&]() -> std::optional<std::pair<PvState, std::string>> {
-      auto fd = open_device(pv.path, false);
-      if (!fd) return std::make_pair(PvState::kMissing, fd.error().message);
-      if (pv.kind != PvKind::kLun) {
-        auto label = read_label(fd->get());
-        if (!label) return std::make_pair(PvState::kLabelMismatch, label.error().message);
-        if (!label->has_value())
-          return std::make_pair(
-              PvState::kLabelMismatch,
-              std::string("no RSIO label (the device at this path was replaced?)"));
-        if ((*label)->pv_uuid != pv.uuid || (*label)->pool_uuid != pool.uuid)
-          return std::make_pair(PvState::kLabelMismatch,
-                                fmt::format("label belongs to pv={} pool={}, not to this PV",
-                                            (*label)->pv_uuid.str(), (*label)->pool_uuid.str()));
-      }
-      if (auto probe = probe_device(pv.path); probe && probe->size_bytes < needed)
-        return std::make_pair(PvState::kSizeMismatch,
-                              fmt::format("device shrank to {} bytes but its extents need {} bytes",
-                                          probe->size_bytes, needed));
-      return std::nullopt;
-    };
-    if (pv.kind == PvKind::kFile) {
-      if (auto bad = check()) mark(bad->first, bad->second);
-      continue;
     }
-    // Block devices and LUNs: the kernel may have given the disk another name, or a
-    // multipath map may now stand in front of it. Discovery decides where it is now.
-    if (options_.scan) {
-      const auto& found = discovered();
-      if (!found) {
-        if (pv.kind == PvKind::kLun) {
-          mark(PvState::kMissing, "cannot identify the LUN: " + found.error().message);
-          continue;
-        }
-      } else if (auto why = relocate(pv, *found)) {
-        if (pv.kind == PvKind::kLun) {
-          mark(PvState::kMissing, why->message);
-          continue;
-        }
-        if (why->code == Errc::kAlreadyExists) {  // the label is on several devices
-          mark(PvState::kLabelMismatch, why->message);
-          continue;
-        }
-        // A labelled PV may still be at its recorded path (discovery may not see it); the
-        // label check below decides.
-        log::debug("pv={}: {}", pv.uuid.str(), why->message);
-      }
-    } else if (pv.kind == PvKind::kLun) {
-      mark(PvState::kMissing,
-           "LUN discovery is off; a pass-through LUN is only used once its "
-           "identity is confirmed");
-      continue;
-    }
-    if (auto bad = check()) mark(bad->first, bad->second);
   }
   if (Status st = persist_moves(); !st) {
     // The devices are where discovery found them; only the record is behind. The next
@@ -320,6 +315,39 @@ void VolumeManager::verify_labels() {
         copy_generation_[pv.pool_id] = std::max(copy_generation_[pv.pool_id], (*copy)->generation);
     }
   }
+}
+
+Result<RescanReport> VolumeManager::rescan() {
+  if (!options_.scan)
+    return make_error(Errc::kUnavailable, "LUN discovery is not enabled in this rsiod");
+  std::optional<Result<std::vector<Lun>>> luns;
+  auto discovered = [&]() -> const Result<std::vector<Lun>>& {
+    if (!luns) luns = scan();
+    return *luns;
+  };
+  scan_labels_.clear();
+  RescanReport report;
+  for (auto& [id, pv] : pvs_) {
+    if (pv.state == PvState::kOk) continue;
+    if (auto bad = identify(pv, discovered)) {
+      pv.state = bad->first;
+      pv.state_detail = std::move(bad->second);
+      report.still_missing.push_back(pv.id);
+      continue;
+    }
+    pv.state = PvState::kOk;
+    pv.state_detail.clear();
+    if (pv.kind != PvKind::kLun) space_.at(pv.pool_id).set_usable(pv.id, true);
+    report.back.push_back(pv.id);
+    log::info("pv={} path={}: back", pv.uuid.str(), pv.path);
+  }
+  if (Status st = persist_moves(); !st) {
+    moved_.clear();
+    return make_error(
+        st.error().code,
+        "devices found, but their new paths could not be recorded: " + st.error().message);
+  }
+  return report;
 }
 
 Result<std::vector<Lun>> VolumeManager::scan() const {

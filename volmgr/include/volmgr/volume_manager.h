@@ -61,6 +61,12 @@ struct VolumeManagerOptions {
   std::optional<LunScanOptions> scan;
 };
 
+// What a rescan found: PVs (ids) whose device is back, and those still not ok.
+struct RescanReport {
+  std::vector<int64_t> back;
+  std::vector<int64_t> still_missing;
+};
+
 // A discovered LUN and what the appliance uses it for.
 struct LunUsage {
   Lun lun;
@@ -125,6 +131,10 @@ class VolumeManager {
   Result<PvUsage> import_lun(const ImportLunRequest& req);
   Result<VolumeInfo> create_passthrough(const PassthroughRequest& req);
   bool is_passthrough(const VolumeInfo& v) const;
+  // Looks again for every PV that is not ok, as at start-up (by label, by identity); those
+  // found become ok and usable. The caller reopens the volumes on them. Errors:
+  // kUnavailable (no discovery), and when new paths cannot be recorded.
+  Result<RescanReport> rescan();
 
   // Metadata copies in the PVs' label areas (volmgr/pool_copy.h). Every change marks its
   // pool; flush_pool_copies() writes generation N+1 of each marked pool to its PVs. rsiod
@@ -188,6 +198,8 @@ class VolumeManager {
       : db_(db), options_(std::move(options)) {}
   Status load();
   void verify_labels();
+  std::optional<std::pair<PvState, std::string>> identify(
+      PvInfo& pv, const std::function<const Result<std::vector<Lun>>&()>& discovered);
   // Looks for a PV that is not at its recorded path among the discovered LUNs; updates its
   // path when exactly one device carries its label (or, for a pass-through LUN, its
   // identity). Returns why it is not found: kNotFound, kInUse, kAlreadyExists (the label is
