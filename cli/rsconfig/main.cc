@@ -31,6 +31,7 @@ struct Args {
   std::vector<std::string> addresses;
   std::vector<std::string> add_address, remove_address;  // SERVER ADDRESS
   int namespace_index = 0;
+  bool namespace_given = false;
   bool show_config = false;
   bool json_out = false;
   std::string socket = kDefaultClientSocket;
@@ -154,6 +155,16 @@ Status run(ApiClient& api, const Args& a) {
   if (actions > 1) throw UsageError("give one action at a time");
   if (!a.addresses.empty() && a.add_server.empty())
     throw UsageError("--address belongs to --add-server");
+  if (a.namespace_given && a.add_server.empty())
+    throw UsageError("--namespace belongs to --add-server");
+  if (!a.attach && (!a.volumes.empty() || !a.server.empty() || a.read_only))
+    throw UsageError(a.volumes.empty()
+                         ? "--server and --read-only belong to -a"
+                         : fmt::format("a volume name ('{}') goes with -a (to attach it) or -d "
+                                       "(to detach it)",
+                                       a.volumes.front()));
+  if (a.force && a.detach.empty()) throw UsageError("-f/--force belongs to -d");
+  if (a.verbose > 0 && !a.query && !a.list) throw UsageError("-v/--verbose belongs to -q or -l");
   if (a.query) return query(api, a);
   if (a.list) return list_devices(api, a);
   if (a.attach) return attach(api, a);
@@ -212,25 +223,35 @@ int main(int argc, char** argv) {
       "rsconfig"};
   app.get_formatter()->column_width(40);
   app.add_flag("-q,--query", a.query, "List the volumes granted to this node (-qvv: devices too)");
-  app.add_flag("-v,--verbose", a.verbose, "More detail; repeat for more (-vv)");
+  app.add_flag("-v,--verbose", a.verbose,
+               "More detail; repeat for more (-qvv, -lvv, -lvvv: paths and connections)");
   app.add_flag("-a,--attach", a.attach, "Attach granted volumes (all, or those named)");
-  app.add_option("volumes", a.volumes, "With -a: the volumes to attach");
-  app.add_option("--server", a.server, "With -a: attach from this server only");
+  app.add_option("volumes", a.volumes, "With -a: the volumes to attach")->type_name("VOLUME");
+  app.add_option("--server", a.server, "With -a: attach from this server only")
+      ->type_name("SERVER");
   app.add_flag("--read-only", a.read_only, "With -a: attach read-only");
   app.add_flag("-l,--list", a.list, "List attached devices (-lvv: with device paths)");
-  app.add_option("-d,--detach", a.detach, "Detach VOLUME (refused while in use)");
+  app.add_option("-d,--detach", a.detach, "Detach VOLUME (refused while in use)")
+      ->type_name("VOLUME");
   app.add_flag("-f,--force", a.force, "With -d: detach even while mounted (users get I/O errors)");
-  app.add_option("--set-node", a.set_node, "Set this node's name (as registered by rsadmin -c)");
-  app.add_option("--key", a.key, "Set this node's key (with or without --set-node)");
-  app.add_option("--add-server", a.add_server, "Add an RSIO server by NAME (needs --address)");
-  app.add_option("--address", a.addresses,
-                 "With --add-server: HOST:PORT[@LOCAL_ADDRESS], once per path");
-  app.add_option("--namespace", a.namespace_index, "With --add-server: namespace index (av<N>)");
-  app.add_option("--remove-server", a.remove_server, "Remove a server (no volume attached)");
-  app.add_option("--add-address", a.add_address, "SERVER ADDRESS: add a path to a server")
-      ->expected(2);
-  app.add_option("--remove-address", a.remove_address, "SERVER ADDRESS: remove a path")
-      ->expected(2);
+  app.add_option("--set-node", a.set_node, "Set this node's name (as registered by rsadmin -c)")
+      ->type_name("NAME");
+  app.add_option("--key", a.key, "Set this node's key (with or without --set-node)")
+      ->type_name("KEY");
+  app.add_option("--add-server", a.add_server, "Add an RSIO server by NAME (needs --address)")
+      ->type_name("NAME");
+  app.add_option("--address", a.addresses, "With --add-server: a path, once per path")
+      ->type_name("HOST:PORT[@LOCAL]");
+  app.add_option("--namespace", a.namespace_index, "With --add-server: namespace index (av<N>)")
+      ->type_name("N");
+  app.add_option("--remove-server", a.remove_server, "Remove a server (no volume attached)")
+      ->type_name("SERVER");
+  app.add_option("--add-address", a.add_address, "Add a path to a server")
+      ->expected(2)
+      ->type_name("SERVER ADDRESS");
+  app.add_option("--remove-address", a.remove_address, "Remove a path from a server")
+      ->expected(2)
+      ->type_name("SERVER ADDRESS");
   app.add_flag("--show-config", a.show_config, "Print the configuration (without the key)");
   app.add_flag("--json", a.json_out, "JSON output");
   app.add_option("--socket", a.socket,
@@ -241,6 +262,7 @@ int main(int argc, char** argv) {
                   fmt::format("Start it with `systemctl start rsclientd` or `rsclientd --socket "
                               "{}`; use --socket or RSCLIENT_SOCKET for another one",
                               a.socket));
+    a.namespace_given = app.count("--namespace") > 0;
     return run(api, a);
   });
 }

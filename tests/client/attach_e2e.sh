@@ -68,6 +68,12 @@ ls -l "$dev/eisberg"
 diff <("$rsconfig" -lvv) <(expect 14,16p) || fail "rsconfig -lvv differs from the seed"
 diff <("$rsconfig" -l) <(expect 14p) || fail "rsconfig -l differs from the seed"
 echo "golden output of rsconfig -q, -qvv, -l, -lvv: identical to the seed"
+# Options that belong to another action are usage errors (exit 2), not silently ignored.
+for args in "-q eisberg" "-l -f" "-q --server trainator" "--show-config -v"; do
+  rc=0
+  "$rsconfig" $args 2>"$work/err" || rc=$?
+  [ "$rc" -eq 2 ] && grep -Eq "belong|goes with" "$work/err" || fail "rsconfig $args: exit $rc, $(cat "$work/err")"
+done
 
 # File system, 200 MiB of checksummed files.
 mkfs.ext4 -q "$dev/eisberg"
