@@ -54,14 +54,14 @@ struct Options {
   std::string sysfs_root = "/sys";
   std::string dev_root = "/dev";
   std::string mountinfo = "/proc/self/mountinfo";
-  bool lun_scan = true;
+  bool no_lun_scan = false;
   bool rebuild_db = false;
   std::vector<std::string> scan_paths;
 };
 
 // How rsiod finds LUNs (and PVs that moved to another device name).
 std::optional<volmgr::LunScanOptions> scan_options(const Options& opt) {
-  if (!opt.lun_scan) return std::nullopt;
+  if (opt.no_lun_scan) return std::nullopt;
   volmgr::LunScanOptions s;
   s.sysfs_root = opt.sysfs_root;
   s.dev_root = opt.dev_root;
@@ -391,38 +391,47 @@ int main(int argc, char** argv) {
       "rsiod"};
   app.get_formatter()->column_width(34);
   app.add_option("--state-dir", opt.state_dir, "State directory: database, default pool files")
+      ->type_name("DIR")
       ->capture_default_str();
   app.add_option("--socket", opt.socket_path, "Management API socket")
+      ->type_name("PATH")
       ->envname("RSIO_SOCKET")
       ->capture_default_str();
   app.add_option("--init-pool-size", opt.init_pool_size,
                  "On first start, create the default pool on a sparse file of this size in "
-                 "the state directory (e.g. 10g)");
+                 "the state directory (e.g. 10g)")
+      ->type_name("SIZE");
   app.add_option("--resync-rate", opt.resync_rate,
                  "Limit mirror resync copying to this many bytes per second (e.g. 100M; 0: no "
                  "limit)")
+      ->type_name("RATE")
       ->capture_default_str();
   app.add_option("--listen", opt.listen,
                  "Serve RSIO on ADDR:PORT (repeatable; [V6]:PORT for IPv6; port 0 picks a free "
                  "one; \"none\" serves no RSIO)")
+      ->type_name("ADDR:PORT")
       ->capture_default_str();
   app.add_option("--poll-us", opt.poll_us,
                  "Busy-poll the I/O engine for up to this many microseconds before sleeping: "
                  "a request that follows within that time is served without a wake-up "
                  "(lower latency at low queue depth, a little CPU while idle; 0: never)")
+      ->type_name("MICROSECONDS")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
   app.add_option("--sysfs-root", opt.sysfs_root,
                  "Where LUN discovery reads the block devices (sysfs)")
+      ->type_name("DIR")
       ->capture_default_str();
   app.add_option("--dev-root", opt.dev_root,
                  "Where LUN discovery finds device nodes and /dev/disk/by-id")
+      ->type_name("DIR")
       ->capture_default_str();
   app.add_option("--mountinfo", opt.mountinfo,
                  "Where LUN discovery sees what is mounted (with --sysfs-root for a copy of "
                  "another system's trees)")
+      ->type_name("FILE")
       ->capture_default_str();
-  app.add_flag("!--no-lun-scan", opt.lun_scan,
+  app.add_flag("--no-lun-scan", opt.no_lun_scan,
                "Do not discover LUNs: PVs are looked for at their recorded paths only, and "
                "pass-through LUNs stay unavailable");
   app.add_flag("--rebuild-db", opt.rebuild_db,
@@ -431,8 +440,10 @@ int main(int argc, char** argv) {
                "hold a database with pools");
   app.add_option("--scan", opt.scan_paths,
                  "With --rebuild-db: a file-backed PV or a directory of them to read (repeatable; "
-                 "default: STATE_DIR/pools)");
+                 "default: STATE_DIR/pools)")
+      ->type_name("PATH");
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
+      ->type_name("LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();
   app.set_version_flag("--version", RSIO_VERSION);
