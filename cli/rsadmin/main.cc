@@ -224,8 +224,9 @@ int main(int argc, char** argv) {
   app.add_flag("-a,--access", a.access, "List grants per volume (-qa)");
   app.add_flag("-A,--opens", a.opens, "List volumes and who has them open (-qA)");
   app.add_flag("-l,--sessions", a.sessions, "List connected nodes (sessions)");
-  app.add_option("-c,--create", a.create, "Register a node with this name");
-  app.add_option("-k,--key", a.key, "Node key for -c (generated and printed when omitted)");
+  app.add_option("-c,--create", a.create, "Register a node with this name")->type_name("NODE");
+  app.add_option("-k,--key", a.key, "Node key for -c (generated and printed when omitted)")
+      ->type_name("KEY");
   app.add_option("-g,--grant", a.grant, "Grant NODE access to VOLUME")
       ->expected(2)
       ->type_name("VOLUME NODE");
@@ -233,7 +234,8 @@ int main(int argc, char** argv) {
   app.add_option("-r,--revoke", a.revoke, "Revoke NODE's access to VOLUME")
       ->expected(2)
       ->type_name("VOLUME NODE");
-  app.add_option("-d,--delete", a.remove, "Delete a node (refused while it has grants)");
+  app.add_option("-d,--delete", a.remove, "Delete a node (refused while it has grants)")
+      ->type_name("NODE");
   app.add_flag("-f,--force", a.force, "With -d: delete the node's grants too");
   app.add_flag("--json", a.json_out, "Print the API's JSON instead of the table");
   add_socket_option(app, a.socket);

@@ -256,6 +256,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", a.json_out, "JSON output");
   app.add_option("--socket", a.socket,
                  "rsclientd's socket (default /run/rsio/rsclientd.sock, or $RSCLIENT_SOCKET)")
+      ->type_name("PATH")
       ->envname("RSCLIENT_SOCKET");
   return run_cli(app, argc, argv, [&]() -> Status {
     ApiClient api(a.socket, "rsclientd",

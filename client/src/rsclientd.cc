@@ -655,21 +655,28 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", RSIO_VERSION);
   app.get_formatter()->column_width(34);
   app.add_option("--config", opt.config, "Node identity and servers (JSON, mode 0600)")
+      ->type_name("FILE")
       ->envname("RSCLIENT_CONFIG")
       ->capture_default_str();
   app.add_option("--socket", opt.socket, "Management socket for rsconfig")
+      ->type_name("PATH")
       ->envname("RSCLIENT_SOCKET")
       ->capture_default_str();
   app.add_option("--dev-dir", opt.dev_dir, "Where the av<N>/ device directories go")
+      ->type_name("DIR")
       ->capture_default_str();
   app.add_option("--run-dir", opt.run_dir, "Runtime directory (the FUSE mount)")
+      ->type_name("DIR")
       ->capture_default_str();
   app.add_option("--state", opt.state, "Attached volumes, attached again at start")
+      ->type_name("FILE")
       ->capture_default_str();
   app.add_option("--frontend", opt.frontend, "auto, fuse or ublk")
+      ->type_name("KIND")
       ->check(CLI::IsMember({"auto", "fuse", "ublk"}))
       ->capture_default_str();
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
+      ->type_name("LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();
   try {

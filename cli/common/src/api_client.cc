@@ -124,6 +124,7 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
 void add_socket_option(CLI::App& app, std::string& socket_path) {
   app.add_option("--socket", socket_path,
                  "rsiod's management socket (default /run/rsio/rsiod.sock, or $RSIO_SOCKET)")
+      ->type_name("PATH")
       ->envname("RSIO_SOCKET");
 }
 
