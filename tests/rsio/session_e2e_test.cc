@@ -750,13 +750,33 @@ TEST_F(RsioSession, KillNineRestartsAreInvisibleToTheCaller) {
             stop_file.c_str(), "--json", nullptr);
     ::_exit(127);
   }
-  // Wait until the load is running (rsiod logs the open).
-  for (int i = 0; i < 500 && daemon_->log().find("opened vol1") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The load has its session when rsiod logs the open of vol1; the log is appended across
+  // restarts, so each new session adds a line.
+  auto opens = [&] {
+    const std::string log = daemon_->log();
+    size_t n = 0;
+    for (size_t at = log.find("opened vol1"); at != std::string::npos;
+         at = log.find("opened vol1", at + 1))
+      ++n;
+    return n;
+  };
+  auto wait_for_opens = [&](size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (opens() < n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return opens() >= n;
+  };
+  ASSERT_TRUE(wait_for_opens(1)) << daemon_->log();
   for (int round = 0; round < 20; ++round) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    // Let the load run with requests in flight, then kill the daemon under it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const size_t before = opens();
     daemon_->kill9();
     ASSERT_TRUE(daemon_->start({"--listen", listen})) << daemon_->log();
+    // The next kill only after the client is back, so every restart costs it a session.
+    ASSERT_TRUE(wait_for_opens(before + 1)) << "round " << round << ": the load did not "
+                                            << "reconnect within 30 s\n"
+                                            << daemon_->log();
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   { std::ofstream(stop_file) << "stop\n"; }
