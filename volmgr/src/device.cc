@@ -94,29 +94,44 @@ Result<UniqueFd> open_device(const std::string& path, bool exclusive) {
   return UniqueFd(fd);
 }
 
-Result<std::optional<PvLabel>> read_label(int fd) {
-  LabelBlock block{};
+Status read_at(int fd, std::span<std::byte> buf, uint64_t offset, std::string_view what) {
   size_t done = 0;
-  while (done < block.size()) {
-    ssize_t n = ::pread(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
+  while (done < buf.size()) {
+    ssize_t n =
+        ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error("read label", errno);
-    if (n == 0) break;  // short file: the rest reads as zeroes
+    if (n < 0) return errno_error(what, errno);
+    if (n == 0) {  // short file: the rest reads as zeroes
+      std::memset(buf.data() + done, 0, buf.size() - done);
+      break;
+    }
     done += static_cast<size_t>(n);
   }
+  return {};
+}
+
+Status write_at(int fd, std::span<const std::byte> buf, uint64_t offset, std::string_view what) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n =
+        ::pwrite(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return errno_error(what, n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<std::optional<PvLabel>> read_label(int fd) {
+  LabelBlock block{};
+  RSIO_TRY_STATUS(read_at(fd, block, 0, "read label"));
   return decode_label(block);
 }
 
 namespace {
 
 Status write_block(int fd, const LabelBlock& block) {
-  size_t done = 0;
-  while (done < block.size()) {
-    ssize_t n = ::pwrite(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return errno_error("write label", n < 0 ? errno : EIO);
-    done += static_cast<size_t>(n);
-  }
+  RSIO_TRY_STATUS(write_at(fd, block, 0, "write label"));
   if (::fdatasync(fd) != 0) return errno_error("fdatasync label", errno);
   return {};
 }
@@ -130,14 +145,7 @@ Status wipe_label(int fd) { return write_block(fd, LabelBlock{}); }
 Result<std::optional<std::string>> detect_signature(int fd) {
   // 68 KiB covers the signatures below, the furthest being btrfs's at 64 KiB + 64.
   std::vector<unsigned char> b(68 * 1024, 0);
-  size_t done = 0;
-  while (done < b.size()) {
-    ssize_t n = ::pread(fd, b.data() + done, b.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error("read device start", errno);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
+  RSIO_TRY_STATUS(read_at(fd, std::as_writable_bytes(std::span(b)), 0, "read device start"));
   auto at = [&](size_t off, std::string_view magic) {
     return off + magic.size() <= b.size() &&
            std::memcmp(b.data() + off, magic.data(), magic.size()) == 0;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "little_endian.h"
+#include "volmgr/device.h"
 
 namespace rsio::volmgr {
 namespace {
@@ -23,32 +24,6 @@ constexpr size_t kOffPool = 32;
 constexpr size_t kOffPv = 48;
 constexpr size_t kOffPayloadCrc = 64;
 constexpr size_t kOffHeaderCrc = kCopyHeaderBytes - 4;
-
-Status pread_all(int fd, std::byte* buf, size_t len, uint64_t off) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error("read metadata copy", errno);
-    if (n == 0) {  // short file: the rest reads as zeroes
-      std::memset(buf + done, 0, len - done);
-      return {};
-    }
-    done += static_cast<size_t>(n);
-  }
-  return {};
-}
-
-Status pwrite_all(int fd, const std::byte* buf, size_t len, uint64_t off) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pwrite(fd, buf + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error("write metadata copy", errno);
-    done += static_cast<size_t>(n);
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -77,7 +52,7 @@ Status write_pool_copy(int fd, const Uuid& pool, const Uuid& pv, uint64_t genera
   std::memcpy(h + kOffPv, pv.bytes.data(), 16);
   put_le(h + kOffPayloadCrc, crc32c(std::span(buf.data() + kCopyHeaderBytes, stored)), 4);
   put_le(h + kOffHeaderCrc, crc32c(std::span(h, kOffHeaderCrc)), 4);
-  RSIO_TRY_STATUS(pwrite_all(fd, buf.data(), buf.size(), kCopySlotOffsets[generation % 2]));
+  RSIO_TRY_STATUS(write_at(fd, buf, kCopySlotOffsets[generation % 2], "write metadata copy"));
   if (::fdatasync(fd) != 0) return errno_error("sync metadata copy", errno);
   return {};
 }
@@ -85,7 +60,7 @@ Status write_pool_copy(int fd, const Uuid& pool, const Uuid& pv, uint64_t genera
 Result<std::optional<CopySlot>> read_pool_copy(int fd, int slot, const Uuid& pool, const Uuid& pv) {
   const uint64_t base = kCopySlotOffsets[slot & 1];
   std::byte h[kCopyHeaderBytes];
-  RSIO_TRY_STATUS(pread_all(fd, h, sizeof(h), base));
+  RSIO_TRY_STATUS(read_at(fd, h, base, "read metadata copy"));
   if (std::memcmp(h, kMagic, sizeof(kMagic)) != 0) return std::nullopt;
   const auto where = [&] { return fmt::format("metadata copy in slot {}", slot & 1); };
   if (get_le(h + kOffHeaderCrc, 4) != crc32c(std::span<const std::byte>(h, kOffHeaderCrc)))
@@ -103,7 +78,7 @@ Result<std::optional<CopySlot>> read_pool_copy(int fd, int slot, const Uuid& poo
   if (stored == 0 || kCopyHeaderBytes + stored > kCopySlotBytes || raw > (64ULL << 20))
     return make_error(Errc::kCorrupt, where() + ": bad payload length");
   std::vector<std::byte> payload(stored);
-  RSIO_TRY_STATUS(pread_all(fd, payload.data(), payload.size(), base + kCopyHeaderBytes));
+  RSIO_TRY_STATUS(read_at(fd, payload, base + kCopyHeaderBytes, "read metadata copy"));
   if (get_le(h + kOffPayloadCrc, 4) != crc32c(payload))
     return make_error(Errc::kCorrupt, where() + ": payload checksum mismatch");
   CopySlot out;
@@ -120,10 +95,10 @@ Result<std::optional<CopySlot>> read_pool_copy(int fd, int slot, const Uuid& poo
 
 Status damage_pool_copy_for_test(int fd, int slot) {
   const uint64_t off = kCopySlotOffsets[slot & 1] + kCopyHeaderBytes + 7;
-  std::byte b{};
-  RSIO_TRY_STATUS(pread_all(fd, &b, 1, off));
-  b ^= std::byte{0x5a};
-  return pwrite_all(fd, &b, 1, off);
+  std::byte b[1]{};
+  RSIO_TRY_STATUS(read_at(fd, b, off, "read metadata copy"));
+  b[0] ^= std::byte{0x5a};
+  return write_at(fd, b, off, "write metadata copy");
 }
 
 }  // namespace rsio::volmgr

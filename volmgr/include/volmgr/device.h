@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 #include "volmgr/label.h"
@@ -54,6 +56,12 @@ Status create_sparse_file(const std::string& path, uint64_t size_bytes);
 // Opens a PV read-write. Block devices are opened with O_EXCL when `exclusive`, which the
 // kernel refuses (kInUse) while the device is mounted or held by another driver.
 Result<UniqueFd> open_device(const std::string& path, bool exclusive);
+
+// Reads buf.size() bytes at `offset`; what lies past the end of a short file reads as
+// zeroes. Errors: kIo (`what` names the read).
+Status read_at(int fd, std::span<std::byte> buf, uint64_t offset, std::string_view what);
+// Writes all of `buf` at `offset` (not synced). Errors: kIo.
+Status write_at(int fd, std::span<const std::byte> buf, uint64_t offset, std::string_view what);
 
 // Reads and decodes the label at offset 0. nullopt: no RSIO label.
 Result<std::optional<PvLabel>> read_label(int fd);
