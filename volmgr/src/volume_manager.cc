@@ -227,9 +227,10 @@ Status VolumeManager::load() {
 }
 
 // Where `pv` is now and whether it is this PV; nullopt when it is (its path may have been
-// updated in memory, see record_path). `discovered` runs discovery once, when needed.
+// updated in memory, see record_path). `luns` is filled by discovery the first time a PV
+// needs it.
 std::optional<std::pair<PvState, std::string>> VolumeManager::identify(
-    PvInfo& pv, const std::function<const Result<std::vector<Lun>>&()>& discovered) {
+    PvInfo& pv, std::optional<Result<std::vector<Lun>>>& luns) {
   using Finding = std::optional<std::pair<PvState, std::string>>;
   const PoolInfo& pool = pools_.at(pv.pool_id);
   const uint64_t needed = pv.kind == PvKind::kLun
@@ -260,7 +261,8 @@ std::optional<std::pair<PvState, std::string>> VolumeManager::identify(
   // Block devices and LUNs: the kernel may have given the disk another name, or a
   // multipath map may now stand in front of it. Discovery decides where it is now.
   if (options_.scan) {
-    const auto& found = discovered();
+    if (!luns) luns = scan();
+    const auto& found = *luns;
     if (!found) {
       if (pv.kind == PvKind::kLun)
         return std::make_pair(PvState::kMissing,
@@ -283,14 +285,10 @@ std::optional<std::pair<PvState, std::string>> VolumeManager::identify(
 
 void VolumeManager::verify_labels() {
   // Discovery is read once, and only when a PV is not where it was recorded (or is a LUN).
-  std::optional<Result<std::vector<Lun>>> luns;
-  auto discovered = [&]() -> const Result<std::vector<Lun>>& {
-    if (!luns) luns = scan();
-    return *luns;
-  };
+  std::optional<Result<std::vector<Lun>>> luns;  // discovered once, when first needed
   scan_labels_.clear();
   for (auto& [id, pv] : pvs_) {
-    if (auto bad = identify(pv, discovered)) {
+    if (auto bad = identify(pv, luns)) {
       pv.state = bad->first;
       pv.state_detail = std::move(bad->second);
       space_.at(pv.pool_id).set_usable(pv.id, false);
@@ -320,16 +318,12 @@ void VolumeManager::verify_labels() {
 Result<RescanReport> VolumeManager::rescan() {
   if (!options_.scan)
     return make_error(Errc::kUnavailable, "LUN discovery is not enabled in this rsiod");
-  std::optional<Result<std::vector<Lun>>> luns;
-  auto discovered = [&]() -> const Result<std::vector<Lun>>& {
-    if (!luns) luns = scan();
-    return *luns;
-  };
+  std::optional<Result<std::vector<Lun>>> luns;  // discovered once, when first needed
   scan_labels_.clear();
   RescanReport report;
   for (auto& [id, pv] : pvs_) {
     if (pv.state == PvState::kOk) continue;
-    if (auto bad = identify(pv, discovered)) {
+    if (auto bad = identify(pv, luns)) {
       pv.state = bad->first;
       pv.state_detail = std::move(bad->second);
       report.still_missing.push_back(pv.id);
@@ -683,18 +677,7 @@ Result<PvUsage> VolumeManager::add_device(const AddDeviceRequest& req) {
   pv.lun_id = req.lun_id;
 
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * st,
-           db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
-                       "extent_count, label_generation, created_ms, lun_id) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  st->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
-               pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms);
-  if (pv.lun_id.empty())
-    st->bind_null(10);
-  else
-    st->bind(10, pv.lun_id);
-  RSIO_TRY_STATUS(st->run());
-  pv.id = db_.last_insert_rowid();
+  RSIO_TRY_STATUS(insert_pv(pv));
   PvLabel label{pv.uuid,
                 pool->uuid,
                 pv.label_generation,
@@ -763,6 +746,37 @@ Result<PvInfo> VolumeManager::remove_device(std::string_view path) {
   }
   log::info("device removed: path={}", pv.path);
   return pv;
+}
+
+// The pvs row of `pv`; sets pv.id. Inside the caller's transaction.
+Status VolumeManager::insert_pv(PvInfo& pv) {
+  RSIO_TRY(db::Statement * st,
+           db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
+                       "extent_count, label_generation, created_ms, lun_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
+               pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms);
+  if (pv.lun_id.empty())
+    st->bind_null(10);
+  else
+    st->bind(10, pv.lun_id);
+  RSIO_TRY_STATUS(st->run());
+  pv.id = db_.last_insert_rowid();
+  return {};
+}
+
+// The volumes row of `v` and its segments; sets v.id. Inside the caller's transaction.
+Status VolumeManager::insert_volume(VolumeInfo& v) {
+  RSIO_TRY(db::Statement * st,
+           db_.prepare("INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, "
+                       "layout, stripes, stripe_size_bytes, mirrors, created_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
+               layout_name(v.spec.layout), v.spec.stripes, v.spec.stripe_size_bytes, v.spec.mirrors,
+               v.created_ms);
+  RSIO_TRY_STATUS(st->run());
+  v.id = db_.last_insert_rowid();
+  return insert_segments(v);
 }
 
 Status VolumeManager::insert_segments(const VolumeInfo& v) {
@@ -862,17 +876,7 @@ Result<VolumeInfo> VolumeManager::create_volume(const CreateVolumeRequest& req) 
 
   auto persist = [&]() -> Status {
     RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-    RSIO_TRY(db::Statement * st,
-             db_.prepare(
-                 "INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, layout, "
-                 "stripes, "
-                 "stripe_size_bytes, mirrors, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-    st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
-                 layout_name(spec.layout), spec.stripes, spec.stripe_size_bytes, spec.mirrors,
-                 v.created_ms);
-    RSIO_TRY_STATUS(st->run());
-    v.id = db_.last_insert_rowid();
-    RSIO_TRY_STATUS(insert_segments(v));
+    RSIO_TRY_STATUS(insert_volume(v));
     return txn.commit();
   };
   if (Status st = persist(); !st) {
@@ -1348,26 +1352,9 @@ Result<VolumeInfo> VolumeManager::create_passthrough(const PassthroughRequest& r
   v.created_ms = pv.created_ms;
 
   RSIO_TRY(db::Transaction txn, db::Transaction::begin(db_));
-  RSIO_TRY(db::Statement * ins,
-           db_.prepare("INSERT INTO pvs (uuid, pool_id, path, kind, size_bytes, data_offset_bytes, "
-                       "extent_count, label_generation, created_ms, lun_id) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  ins->bind_all(pv.uuid.str(), pv.pool_id, pv.path, pv_kind_name(pv.kind), pv.size_bytes,
-                pv.data_offset_bytes, pv.extent_count, pv.label_generation, pv.created_ms,
-                pv.lun_id);
-  RSIO_TRY_STATUS(ins->run());
-  pv.id = db_.last_insert_rowid();
+  RSIO_TRY_STATUS(insert_pv(pv));
   v.segments.push_back(Segment{0, pv.extent_count, {Area{pv.id, 0, pv.extent_count}}});
-  RSIO_TRY(db::Statement * st,
-           db_.prepare("INSERT INTO volumes (uuid, name, pool_id, size_bytes, block_size_bytes, "
-                       "layout, stripes, stripe_size_bytes, mirrors, created_ms) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  st->bind_all(v.uuid.str(), v.name, v.pool_id, v.size_bytes, v.block_size_bytes,
-               layout_name(v.spec.layout), v.spec.stripes, v.spec.stripe_size_bytes, v.spec.mirrors,
-               v.created_ms);
-  RSIO_TRY_STATUS(st->run());
-  v.id = db_.last_insert_rowid();
-  RSIO_TRY_STATUS(insert_segments(v));
+  RSIO_TRY_STATUS(insert_volume(v));
   RSIO_TRY_STATUS(txn.commit());
 
   PoolSpace& space = space_.at(pool->id);

@@ -199,7 +199,7 @@ class VolumeManager {
   Status load();
   void verify_labels();
   std::optional<std::pair<PvState, std::string>> identify(
-      PvInfo& pv, const std::function<const Result<std::vector<Lun>>&()>& discovered);
+      PvInfo& pv, std::optional<Result<std::vector<Lun>>>& luns);
   // Looks for a PV that is not at its recorded path among the discovered LUNs; updates its
   // path when exactly one device carries its label (or, for a pass-through LUN, its
   // identity). Returns why it is not found: kNotFound, kInUse, kAlreadyExists (the label is
@@ -211,6 +211,8 @@ class VolumeManager {
   Result<std::vector<Lun>> scan() const;
   Result<Lun> lun_for_use(std::string_view key, const std::vector<Lun>& luns) const;
   Result<const PoolInfo*> resolve_pool(std::string_view name) const;
+  Status insert_pv(PvInfo& pv);
+  Status insert_volume(VolumeInfo& v);
   Status insert_segments(const VolumeInfo& v);
   Status replace_segments(const VolumeInfo& v);
   Status persist_legs(const VolumeInfo& v);
