@@ -21,10 +21,6 @@ namespace {
 
 using nlohmann::json;
 
-const std::string kBin = RSIO_BIN_DIR;
-const std::string kRsiod = kBin + "/appliance/rsiod";
-const std::string kSmgr = kBin + "/cli/smgr";
-const std::string kRsadmin = kBin + "/cli/rsadmin";
 
 std::string rstrip_lines(const std::string& text) {
   std::istringstream in(text);

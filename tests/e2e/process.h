@@ -56,6 +56,14 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
+#ifdef RSIO_BIN_DIR
+// The programs under test, in the build tree.
+inline const std::string kBin = RSIO_BIN_DIR;
+inline const std::string kRsiod = kBin + "/appliance/rsiod";
+inline const std::string kSmgr = kBin + "/cli/smgr";
+inline const std::string kRsadmin = kBin + "/cli/rsadmin";
+#endif
+
 // True when a connection to the Unix socket at `path` succeeds.
 bool socket_answers(const std::string& path);
 

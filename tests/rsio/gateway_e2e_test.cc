@@ -27,10 +27,6 @@ using nlohmann::json;
 using wire::Opcode;
 using wire::StatusCode;
 
-const std::string kBin = RSIO_BIN_DIR;
-const std::string kRsiod = kBin + "/appliance/rsiod";
-const std::string kSmgr = kBin + "/cli/smgr";
-const std::string kRsadmin = kBin + "/cli/rsadmin";
 const std::string kFixtures = RSIO_FIXTURE_DIR;
 
 std::string read_file(const std::string& path) {

@@ -28,10 +28,6 @@ namespace {
 using wire::Opcode;
 using wire::StatusCode;
 
-const std::string kBin = RSIO_BIN_DIR;
-const std::string kRsiod = kBin + "/appliance/rsiod";
-const std::string kSmgr = kBin + "/cli/smgr";
-const std::string kRsadmin = kBin + "/cli/rsadmin";
 const std::string kLoad = kBin + "/rsio/rsio-load";
 
 constexpr uint64_t kVolBytes = 64ULL << 20;
