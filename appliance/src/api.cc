@@ -722,14 +722,11 @@ ApiResponse Api::handle(const ApiRequest& req) {
         if (engine_ != nullptr) {
           if (Status st = engine_->forget(**v); !st) return fail(st.error());
         }
-        const std::optional<int64_t> lun_pv = volumes_.is_passthrough(**v)
-                                                  ? std::optional((*v)->segments[0].areas[0].pv_id)
-                                                  : std::nullopt;
-        Status st = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
+        auto lun_pv = volumes_.delete_volume(p[1], [&](db::Database& db, const VolumeInfo& vol) {
           return catalog_.check_and_drop_grants(db, vol.id, vol.name, *force);
         });
-        if (!st) return fail(st.error());
-        if (lun_pv && engine_ != nullptr) engine_->device_removed(*lun_pv);
+        if (!lun_pv) return fail(lun_pv.error());
+        if (*lun_pv && engine_ != nullptr) engine_->device_removed(**lun_pv);
         catalog_.forget_volume(id);
         return ok(200, json{{"deleted", p[1]}});
       }

@@ -1161,7 +1161,8 @@ Result<VolumeInfo> VolumeManager::rename_volume(std::string_view name, std::stri
   return volumes_.at(id);
 }
 
-Status VolumeManager::delete_volume(std::string_view name, const DeleteHook& hook) {
+Result<std::optional<int64_t>> VolumeManager::delete_volume(std::string_view name,
+                                                            const DeleteHook& hook) {
   auto it = volume_ids_.find(std::string(name));
   if (it == volume_ids_.end())
     return make_error(Errc::kNotFound, fmt::format("volume '{}' does not exist", name));
@@ -1192,7 +1193,7 @@ Status VolumeManager::delete_volume(std::string_view name, const DeleteHook& hoo
   const int64_t id = v.id;
   volume_ids_.erase(it);
   volumes_.erase(id);
-  return {};
+  return lun_pv;
 }
 
 bool VolumeManager::is_passthrough(const VolumeInfo& v) const {

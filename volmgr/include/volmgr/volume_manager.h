@@ -167,8 +167,9 @@ class VolumeManager {
   // Runs inside the delete transaction, before the volume row is removed, so callers can
   // check and remove rows that refer to the volume (grants) atomically with the delete.
   using DeleteHook = std::function<Status(db::Database&, const VolumeInfo&)>;
+  // Returns the id of the pass-through LUN's PV that left with the volume, if it was one.
   // Errors: kNotFound, whatever `hook` returns.
-  Status delete_volume(std::string_view name, const DeleteHook& hook);
+  Result<std::optional<int64_t>> delete_volume(std::string_view name, const DeleteHook& hook);
 
   // Mirror legs. add_leg gives a linear or mirrored volume one more leg on devices no other
   // leg uses (a linear volume becomes a 2-way mirror); the new leg is recorded as resyncing.
