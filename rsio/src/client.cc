@@ -7,6 +7,12 @@
 // group; once FENCE(path) is answered on another path of the same session it is re-issued
 // (docs/wire-protocol.md §5.3). When the session itself is gone (server restart) the next
 // path creates a new one, re-opens every volume, and the parked requests go out again.
+//
+// Durability across server instances (§5.5): every acknowledged write-class request is kept
+// in its volume's ReplayLog until a FLUSH completed by the same instance covers it. A new
+// session with a different instance (the `epoch` count moves on) first replays each volume's
+// log, holding all other I/O of the volume, and only then lets the held requests (the FLUSH
+// among them) go out. A replay that cannot complete makes the volume's next FLUSH fail.
 #include "rsio/client.h"
 
 #include <fmt/format.h>
@@ -37,6 +43,7 @@
 #include "common/log.h"
 #include "rsio/address.h"
 #include "rsio/auth.h"
+#include "rsio/replay_log.h"
 
 namespace rsio::client {
 
@@ -137,6 +144,16 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     uint64_t size = 0;
     uint32_t flags = 0;
     uint32_t block_size = 512;
+    // Durability (see the top of the file).
+    ReplayLog log;
+    uint64_t log_epoch = 0;  // the instance (epoch) that acknowledged the log's entries
+    std::optional<ReplayCursor> replay;  // a replay to the current instance runs
+    uint64_t replay_round = 0;
+    bool lost = false;               // writes may be lost: the next FLUSH fails
+    uint64_t lost_fail_below = 0;    // FLUSHes submitted before this seq fail too
+    uint64_t unacked_bytes = 0;      // counted write-class requests not yet answered
+    bool limit_flush_out = false;    // the library's own FLUSH at the bound is out
+    int64_t limit_flush_retry_ms = 0;
   };
   std::map<uint32_t, Vol> vols;
   uint32_t next_vol = 0;
@@ -149,6 +166,18 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   };
   std::deque<FenceGroup> fences;
   uint64_t next_tag = 0;
+  uint64_t next_seq = 0;          // submission order of requests
+  wire::InstanceId instance{};    // the current session's server instance
+  uint64_t epoch = 0;             // moves on with every new (or unknown) instance
+  uint64_t retained_bytes = 0;    // sum of the volumes' ReplayLog::bytes()
+
+  // A request the library sends on its own: a replayed write or a FLUSH at the bound.
+  struct OwnIo {
+    Io io;
+    Impl* impl = nullptr;
+    uint64_t round = 0;  // replays: Vol::replay_round when sent
+    size_t index = 0;    // replays: the entry of the log
+  };
 
   std::mutex in_mu;
   std::vector<Io*> incoming;  // GUARDED_BY(in_mu)
@@ -378,6 +407,15 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       {
         std::lock_guard lock(stats_mu);
         ++st.sessions;
+      }
+      // Another instance (or one that cannot say, a version 1 server) may have lost what the
+      // last one acknowledged: the volumes' kept writes are replayed when they re-open.
+      if (!wire::instance_known(hr->instance) || hr->instance != instance) {
+        if (epoch != 0)
+          log::info("rsio client: server instance {} (was {}); unflushed writes are replayed",
+                    wire::instance_hex(hr->instance), wire::instance_hex(instance));
+        instance = hr->instance;
+        ++epoch;
       }
       // The old session is gone on the server with all its paths drained: what waited for a
       // fence there can go out again without one.
@@ -639,6 +677,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void send_io(Path* p, Io* io, const Vol& v) {
     if (io->tag == 0) io->tag = ++next_tag;
     io->path = static_cast<uint32_t>(p->index);
+    io->epoch = epoch;
+    if (io->op == Opcode::kFlush) io->flush_mark = v.log.mark();
     Frame f;
     wire::RequestHeader h;
     h.opcode = op(io->op);
@@ -686,6 +726,17 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         pending.pop_front();
         continue;
       }
+      if (io->done == &replay_done) {
+        if (!current_replay(v, io)) {  // of a replay that was started again or given up
+          pending.pop_front();
+          delete own(io);
+          continue;
+        }
+      } else if (v.replay || !within_limit(vit->first, v, io)) {
+        keep.push_back(io);  // after the replay; or until the library's FLUSH freed room
+        pending.pop_front();
+        continue;
+      }
       Path* p = pick_path();
       if (p == nullptr) break;
       pending.pop_front();
@@ -698,6 +749,178 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       send_io(p, io, v);
     }
     for (auto it = keep.rbegin(); it != keep.rend(); ++it) pending.push_front(*it);
+  }
+
+  // --- durability across server instances (§5.5) ------------------------------------------
+
+  static OwnIo* own(Io* io) { return static_cast<OwnIo*>(io->user); }
+
+  OwnIo* new_own(uint32_t vid, Opcode o, void (*done)(Io*, StatusCode)) {
+    auto* r = new OwnIo;
+    r->impl = this;
+    r->io.op = o;
+    r->io.volume = vid;
+    r->io.done = done;
+    r->io.user = r;
+    r->io.seq = ++next_seq;
+    r->io.deadline_ms = now_ms() + opt.hold_ms;
+    return r;
+  }
+
+  bool current_replay(const Vol& v, Io* io) const {
+    return v.replay.has_value() && own(io)->round == v.replay_round;
+  }
+
+  // Counts a write-class request against the bound, or says it must wait: then the library
+  // sends a FLUSH of its own so that the kept writes can be dropped.
+  bool within_limit(uint32_t vid, Vol& v, Io* io) {
+    if (io->counted || !wire::is_write_class(op(io->op))) return true;
+    const uint64_t used = v.log.bytes() + v.unacked_bytes;
+    const uint64_t need = (io->op == Opcode::kWrite ? io->length : 0) +
+                          ReplayLog::kEntryOverheadBytes;
+    if (used > 0 && used + need > opt.replay_limit_bytes) {
+      if (!v.limit_flush_out && now_ms() >= v.limit_flush_retry_ms) {
+        v.limit_flush_out = true;
+        {
+          std::lock_guard lock(stats_mu);
+          ++st.limit_flushes;
+        }
+        // Sent at the next dispatch: it must not join the queue being walked now.
+        OwnIo* f = new_own(vid, Opcode::kFlush, &limit_flush_done);
+        asio::post(ctx, [this, f] {
+          if (stopping) return delete f;
+          pending.push_front(&f->io);
+          dispatch();
+        });
+      }
+      return false;
+    }
+    io->counted = true;
+    v.unacked_bytes += need;
+    return true;
+  }
+
+  static void limit_flush_done(Io* io, StatusCode s) {
+    std::unique_ptr<OwnIo> r(own(io));
+    Impl* self = r->impl;
+    auto it = self->vols.find(io->volume);
+    if (it == self->vols.end() || self->stopping) return;
+    it->second.limit_flush_out = false;
+    // A failing device: try again a little later rather than in a tight loop.
+    if (s != StatusCode::kOk) it->second.limit_flush_retry_ms = now_ms() + 100;
+    self->dispatch();
+  }
+
+  // The volume re-opened in a session with another instance than the one that acknowledged
+  // its kept writes: send them again before anything else of the volume.
+  void start_replay(uint32_t vid, Vol& v) {
+    if (v.log.empty()) return replay_finished(vid, v);
+    v.replay.emplace(v.log.entries().size(), wire::kMaxInFlightPerPath / 2);
+    ++v.replay_round;
+    {
+      std::lock_guard lock(stats_mu);
+      ++st.replays;
+    }
+    log::info("rsio client: replaying {} unflushed writes ({} bytes) of {} to instance {}",
+              v.log.entries().size(), v.log.bytes(), v.name, wire::instance_hex(instance));
+    replay_pump(vid, v);
+  }
+
+  void replay_pump(uint32_t vid, Vol& v) {
+    const auto& entries = v.log.entries();
+    while (auto index = v.replay->next(entries)) {
+      const ReplayLog::Entry& e = entries[*index];
+      OwnIo* r = new_own(vid, e.op, &replay_done);
+      r->round = v.replay_round;
+      r->index = *index;
+      r->io.fua = e.fua;
+      r->io.offset = e.offset_bytes;
+      r->io.length = e.length_bytes;
+      r->io.buf = const_cast<uint8_t*>(e.data.data());  // sent, never written to
+      pending.push_front(&r->io);
+    }
+  }
+
+  static void replay_done(Io* io, StatusCode s) {
+    std::unique_ptr<OwnIo> r(own(io));
+    Impl* self = r->impl;
+    auto it = self->vols.find(io->volume);
+    if (it == self->vols.end() || self->stopping) return;
+    Vol& v = it->second;
+    if (!self->current_replay(v, io)) return;
+    if (s != StatusCode::kOk) {
+      // The instance refuses what it must take (I/O error, revoked grant, a shrunk volume)
+      // or never answered: those writes are lost, and the next FLUSH says so.
+      log::error("rsio client: replaying a write of {} at offset_bytes={} failed ({}): "
+                 "acknowledged writes may be lost; the next FLUSH fails",
+                 v.name, io->offset, wire::status_name(static_cast<uint32_t>(s)));
+      {
+        std::lock_guard lock(self->stats_mu);
+        ++self->st.replay_failures;
+      }
+      v.lost = true;
+      self->set_log_cleared(v);
+      return self->replay_finished(io->volume, v);
+    }
+    {
+      std::lock_guard lock(self->stats_mu);
+      ++self->st.replayed_writes;
+    }
+    v.replay->done(v.log.entries()[r->index]);
+    if (v.replay->finished()) return self->replay_finished(io->volume, v);
+    self->replay_pump(io->volume, v);
+    self->dispatch();
+  }
+
+  void set_log_cleared(Vol& v) {
+    retained_bytes -= v.log.bytes();
+    v.log.clear();
+    std::lock_guard lock(stats_mu);
+    st.retained_bytes = retained_bytes;
+  }
+
+  // The kept writes are now the current instance's: a FLUSH sent from now on covers them.
+  void replay_finished(uint32_t vid, Vol& v) {
+    v.replay.reset();
+    v.log_epoch = epoch;
+    if (opt.on_instance) opt.on_instance(vid, instance);
+    dispatch();
+  }
+
+  // Bookkeeping of a completed request of a volume; may turn a FLUSH's OK into IO_ERROR.
+  StatusCode account(Io* io, StatusCode s) {
+    auto it = vols.find(io->volume);
+    if (it == vols.end()) return s;
+    Vol& v = it->second;
+    if (io->counted) {
+      io->counted = false;
+      v.unacked_bytes -= (io->op == Opcode::kWrite ? io->length : 0) +
+                         ReplayLog::kEntryOverheadBytes;
+      if (s == StatusCode::kOk) {
+        const uint64_t before = v.log.bytes();
+        v.log.acked(io->op, io->fua, io->offset, io->length, io->buf);
+        retained_bytes += v.log.bytes() - before;
+      }
+      // Writes held at the bound may fit now.
+      if (!pending.empty()) asio::post(ctx, [this] { dispatch(); });
+      return s;
+    }
+    if (io->op != Opcode::kFlush) return s;
+    if (s == StatusCode::kOk && io->epoch == v.log_epoch) {
+      const uint64_t before = v.log.bytes();
+      v.log.flushed(io->flush_mark);
+      retained_bytes -= before - v.log.bytes();
+    }
+    if (v.lost) {
+      v.lost = false;
+      v.lost_fail_below = next_seq + 1;  // every FLUSH submitted until now fails too
+    }
+    if (io->seq < v.lost_fail_below) {
+      std::lock_guard lock(stats_mu);
+      ++st.lost_flushes;
+      return StatusCode::kIoError;
+    }
+    return s;
   }
 
   void try_fences() {
@@ -761,6 +984,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
                        vol.session = sid;
                        vol.size = rep->size_bytes;
                        vol.flags = rep->flags;
+                       if (vol.log_epoch != epoch) start_replay(vid, vol);
                      }
                      dispatch();
                    });
@@ -768,10 +992,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void complete(Io* io, StatusCode s) {
+    if (io->done == &replay_done || io->done == &limit_flush_done) return io->done(io, s);
+    if (io->op != Opcode::kRead) s = account(io, s);
     {
       std::lock_guard lock(stats_mu);
       ++st.completed;
       if (s != StatusCode::kOk) ++st.errors;
+      st.retained_bytes = retained_bytes;
     }
     io->done(io, s);
   }
@@ -833,6 +1060,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     for (Io* io : batch) {
       io->tag = 0;
       io->reissued = 0;
+      io->seq = ++next_seq;
+      io->counted = false;
       io->deadline_ms = now + opt.hold_ms;
       pending.push_back(io);
     }
@@ -866,6 +1095,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         it->ios.swap(left);
         it = it->ios.empty() && !it->sent ? fences.erase(it) : it + 1;
       }
+      if (!pending.empty()) dispatch();  // writes waiting for room retry a failed FLUSH
     }
   }
 
@@ -922,6 +1152,7 @@ Result<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
   if (options.platform.empty()) options.platform = default_platform();
   if (options.platform.size() > wire::kPlatformMax) options.platform.resize(wire::kPlatformMax);
   if (options.heartbeat_ms < 100) options.heartbeat_ms = 100;
+  options.replay_limit_bytes = std::max<uint64_t>(options.replay_limit_bytes, 4ULL << 20);
   auto impl = std::make_shared<Impl>(std::move(options));
   for (size_t i = 0; i < impl->opt.paths.size(); ++i) {
     auto p = std::make_unique<Path>();
@@ -1020,6 +1251,13 @@ Result<std::vector<wire::VolumeEntry>> Client::list() {
 }
 
 Result<VolumeInfo> Client::open(const std::string& name, bool read_only) {
+  OpenOptions o;
+  o.read_only = read_only;
+  return open(name, o);
+}
+
+Result<VolumeInfo> Client::open(const std::string& name, const OpenOptions& options) {
+  const bool read_only = options.read_only;
   std::vector<uint8_t> payload;
   encode_payload(wire::OpenRequest{read_only, name}, payload);
   // The session must be known to bind the handle to it: read it on the I/O thread after the
@@ -1036,7 +1274,7 @@ Result<VolumeInfo> Client::open(const std::string& name, bool read_only) {
   auto rep = wire::decode_open_reply(reply);
   if (!rep) return make_error(Errc::kCorrupt, "malformed OPEN reply from the server");
   Impl* raw = impl_.get();
-  return raw->on_thread([raw, &name, read_only, &rep]() {
+  return raw->on_thread([raw, &name, read_only, &rep, &options]() {
     Impl::Vol v;
     v.name = name;
     v.ro = read_only;
@@ -1045,9 +1283,17 @@ Result<VolumeInfo> Client::open(const std::string& name, bool read_only) {
     v.size = rep->size_bytes;
     v.flags = rep->flags;
     v.block_size = rep->block_size;
+    v.log_epoch = raw->epoch;
+    if (options.unflushed_in &&
+        (!wire::instance_known(raw->instance) || *options.unflushed_in != raw->instance)) {
+      log::warn("rsio client: {} had unflushed writes on server instance {}, now instance {}: "
+                "they may be lost; its next FLUSH fails",
+                name, wire::instance_hex(*options.unflushed_in), wire::instance_hex(raw->instance));
+      v.lost = true;
+    }
     const uint32_t id = ++raw->next_vol;
-    raw->vols[id] = v;
-    VolumeInfo info{id, name, rep->size_bytes, rep->block_size, rep->flags};
+    raw->vols[id] = std::move(v);
+    VolumeInfo info{id, name, rep->size_bytes, rep->block_size, rep->flags, raw->instance};
     return info;
   });
 }
@@ -1058,6 +1304,7 @@ Status Client::close_volume(uint32_t volume) {
     auto it = raw->vols.find(volume);
     if (it == raw->vols.end()) return std::nullopt;
     it->second.closed = true;
+    raw->set_log_cleared(it->second);  // kept writes go with the volume: flush before closing
     const bool current = it->second.session == raw->session_id;
     const uint32_t h = it->second.handle;
     raw->vols.erase(it);

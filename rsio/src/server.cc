@@ -520,7 +520,7 @@ struct ExportServer::Impl {
       auto hello = wire::decode_hello(payload);
       if (!hello) return protocol_error(c, "malformed HELLO");
       if (hello->version_min > wire::kProtocolVersion ||
-          hello->version_max < wire::kProtocolVersion) {
+          hello->version_max < wire::kProtocolVersionMin) {
         reply_status(c, h, StatusCode::kVersion);
         c->close_when_sent = true;
         return;
@@ -550,6 +550,8 @@ struct ExportServer::Impl {
   void hello_answer(Conn* c, uint64_t tag, std::optional<NodeInfo> node) {
     c->node = std::move(node);
     wire::HelloReply hr;
+    hr.version = std::min(c->hello.version_max, wire::kProtocolVersion);
+    hr.instance = opt.instance;
     if (!auth::random_bytes(hr.server_nonce)) {
       protocol_error(c, "no randomness for the server nonce");
       return;
@@ -1146,8 +1148,11 @@ Result<std::unique_ptr<ExportServer>> ExportServer::start(io::Loop& loop, Export
                                                           ServerOptions options) {
   if (options.listen.empty())
     options.listen.push_back(ListenAddress{"0.0.0.0", wire::kDefaultPort});
+  if (!wire::instance_known(options.instance) && !auth::random_bytes(options.instance))
+    return make_error(Errc::kIo, "no randomness for the server instance identity");
   auto impl = std::make_unique<Impl>(loop, backend, std::move(options));
   RSIO_TRY_STATUS(impl->bind_all());
+  log::info("rsio: server instance {}", wire::instance_hex(impl->opt.instance));
   impl->heartbeat_tick();
   return std::unique_ptr<ExportServer>(new ExportServer(std::move(impl)));
 }
@@ -1157,6 +1162,8 @@ std::vector<ListenAddress> ExportServer::addresses() const {
   for (const auto& l : impl_->listeners) out.push_back(l->addr);
   return out;
 }
+
+const wire::InstanceId& ExportServer::instance() const { return impl_->opt.instance; }
 
 void ExportServer::adopt(int fd) { impl_->new_conn(fd); }
 

@@ -300,12 +300,46 @@ std::optional<Hello> decode_hello(std::span<const uint8_t> payload) {
   return m;
 }
 
+bool instance_known(const InstanceId& id) {
+  for (uint8_t b : id)
+    if (b != 0) return true;
+  return false;
+}
+
+std::string instance_hex(const InstanceId& id) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * id.size());
+  for (uint8_t b : id) {
+    s.push_back(kDigits[b >> 4]);
+    s.push_back(kDigits[b & 15]);
+  }
+  return s;
+}
+
+std::optional<InstanceId> parse_instance_hex(std::string_view hex) {
+  InstanceId id{};
+  if (hex.size() != 2 * id.size()) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < id.size(); ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    id[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return id;
+}
+
 void encode_payload(const HelloReply& m, std::vector<uint8_t>& out) {
   Writer w(out);
   w.u16(m.version);
   w.u16(0);
   w.u32(0);
   w.bytes(m.server_nonce.data(), m.server_nonce.size());
+  if (m.version >= kVersionInstance) w.bytes(m.instance.data(), m.instance.size());
 }
 
 std::optional<HelloReply> decode_hello_reply(std::span<const uint8_t> payload) {
@@ -315,8 +349,11 @@ std::optional<HelloReply> decode_hello_reply(std::span<const uint8_t> payload) {
   r.u16();
   r.u32();
   auto nonce = r.bytes(kNonceBytes);
-  if (!r.done()) return std::nullopt;
+  std::span<const uint8_t> instance;
+  if (m.version >= kVersionInstance) instance = r.bytes(kInstanceBytes);
+  if (!r.done() || m.version < kProtocolVersionMin) return std::nullopt;
   std::memcpy(m.server_nonce.data(), nonce.data(), kNonceBytes);
+  if (!instance.empty()) std::memcpy(m.instance.data(), instance.data(), kInstanceBytes);
   return m;
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,25 @@ struct ClientOptions {
   bool caller_driven = false;
   // Called on the library's thread when the server reports a new size of an open volume.
   std::function<void(uint32_t volume, uint64_t size_bytes)> on_resized;
+  // Writes a server acknowledged are kept (copied) until a FLUSH completed by the same server
+  // instance covers them, and sent again when the session moves to a new instance
+  // (docs/client-library.md, "Durability"). This bounds the bytes kept per volume (data and
+  // acknowledged plus unanswered writes): at the bound the library sends a FLUSH of its own
+  // and holds further writes until it completed. At least 4 MiB.
+  uint64_t replay_limit_bytes = 256ULL << 20;
+  // Called on the library's thread when the writes of an open volume are from then on kept
+  // for a new server instance (after open, and after a replay): a caller that can outlive
+  // its own process (rsclientd with ublk recovery) records it for OpenOptions.
+  std::function<void(uint32_t volume, const wire::InstanceId& instance)> on_instance;
+};
+
+struct OpenOptions {
+  bool read_only = false;
+  // Writes to this volume were acknowledged to an earlier user of it (a previous run of this
+  // program, whose kept writes are gone) by server instance `unflushed_in`, and may not have
+  // been flushed. If the session is with another instance those writes may be lost: the
+  // first FLUSH of the volume then fails with IO_ERROR instead of claiming they are durable.
+  std::optional<wire::InstanceId> unflushed_in;
 };
 
 struct VolumeInfo {
@@ -55,6 +75,7 @@ struct VolumeInfo {
   uint64_t size_bytes = 0;
   uint32_t block_size = 512;
   uint32_t flags = 0;  // wire::kVol*
+  wire::InstanceId instance{};  // the server instance that opened it (all zero: unknown)
   bool read_only() const { return (flags & wire::kVolReadOnly) != 0; }
 };
 
@@ -73,6 +94,10 @@ struct Io {
   int64_t deadline_ms = 0;
   uint32_t path = 0;
   uint32_t reissued = 0;
+  uint64_t seq = 0;         // submission order
+  uint64_t epoch = 0;       // the server instance it was last sent to (library's count)
+  uint64_t flush_mark = 0;  // FLUSH: the writes it covers (ReplayLog::mark when sent)
+  bool counted = false;     // write-class: counted against replay_limit_bytes
 };
 
 struct ClientStats {
@@ -80,6 +105,13 @@ struct ClientStats {
   uint64_t path_failures = 0, reconnects = 0, sessions = 0;
   uint32_t paths_ready = 0;
   uint64_t max_stall_ms = 0;  // longest time a request waited for a path
+  // Durability across server instances (docs/client-library.md).
+  uint64_t replays = 0;           // volumes whose kept writes were sent to a new instance
+  uint64_t replayed_writes = 0;   // write-class requests sent again
+  uint64_t replay_failures = 0;   // replays that could not complete (writes possibly lost)
+  uint64_t lost_flushes = 0;      // FLUSHes failed with IO_ERROR because writes were lost
+  uint64_t limit_flushes = 0;     // FLUSHes the library sent at replay_limit_bytes
+  uint64_t retained_bytes = 0;    // writes kept now, all volumes
 };
 
 struct PathState {
@@ -105,6 +137,7 @@ class Client {
   // kUnavailable, kPermissionDenied (read-write asked and the grant is read-only is NOT an
   // error: the volume opens read-only and says so in flags).
   Result<VolumeInfo> open(const std::string& name, bool read_only = false);
+  Result<VolumeInfo> open(const std::string& name, const OpenOptions& options);
   Status close_volume(uint32_t volume);
   // The volume's current size (follows RESIZED notifications).
   uint64_t volume_size(uint32_t volume) const;

@@ -67,6 +67,10 @@ struct ServerOptions {
   uint32_t session_linger_ms = 60'000;
   uint32_t heartbeat_ms = wire::kHeartbeatMs;
   uint32_t tcp_user_timeout_ms = 10'000;
+  // This instance's identity, sent in every HELLO reply (docs/wire-protocol.md §5.5). All
+  // zero: a random one is drawn at start. A caller sets it only when it can vouch that
+  // everything an earlier holder of the same identity acknowledged is still there.
+  wire::InstanceId instance{};
 };
 
 struct PathInfo {
@@ -109,6 +113,8 @@ class ExportServer {
 
   // Bound addresses (the port filled in when 0 was asked for).
   std::vector<ListenAddress> addresses() const;
+  // The instance identity clients see in the handshake.
+  const wire::InstanceId& instance() const;
 
   // Serves an already connected stream socket as if it had been accepted (socket
   // activation, tests and fuzzing). Takes ownership of `fd`.

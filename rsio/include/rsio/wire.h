@@ -16,7 +16,11 @@
 
 namespace rsio::wire {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+// Version 2 adds the server instance identity to the HELLO reply (§3, §5.5). A server
+// speaks every version from kProtocolVersionMin to kProtocolVersion.
+inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersionMin = 1;
+inline constexpr uint16_t kVersionInstance = 2;  // first version with the instance identity
 inline constexpr uint16_t kDefaultPort = 5000;
 inline constexpr size_t kRequestHeaderBytes = 32;
 inline constexpr size_t kReplyHeaderBytes = 24;
@@ -28,6 +32,7 @@ inline constexpr uint32_t kMaxInFlightPerPath = 256;
 inline constexpr uint32_t kHeartbeatMs = 1000;
 inline constexpr size_t kNonceBytes = 32;
 inline constexpr size_t kProofBytes = 32;
+inline constexpr size_t kInstanceBytes = 16;
 inline constexpr size_t kNodeNameMax = 64;
 inline constexpr size_t kPlatformMax = 128;
 
@@ -151,7 +156,7 @@ class Reader {
 };
 
 struct Hello {
-  uint16_t version_min = kProtocolVersion;
+  uint16_t version_min = kProtocolVersionMin;
   uint16_t version_max = kProtocolVersion;
   uint16_t mode = 0;  // 0 new session, 1 join
   std::array<uint8_t, kNonceBytes> client_nonce{};
@@ -162,9 +167,18 @@ struct Hello {
 void encode_payload(const Hello& m, std::vector<uint8_t>& out);
 std::optional<Hello> decode_hello(std::span<const uint8_t> payload);
 
+// The identity of one server instance: random per rsiod start (docs/wire-protocol.md §5.5).
+// Writes acknowledged by one instance and not yet flushed there are lost when the instance
+// is; all zero means "unknown" (a version 1 server).
+using InstanceId = std::array<uint8_t, kInstanceBytes>;
+bool instance_known(const InstanceId& id);
+std::string instance_hex(const InstanceId& id);
+std::optional<InstanceId> parse_instance_hex(std::string_view hex);
+
 struct HelloReply {
   uint16_t version = kProtocolVersion;
   std::array<uint8_t, kNonceBytes> server_nonce{};
+  InstanceId instance{};  // sent from version 2 on
 };
 void encode_payload(const HelloReply& m, std::vector<uint8_t>& out);
 std::optional<HelloReply> decode_hello_reply(std::span<const uint8_t> payload);
