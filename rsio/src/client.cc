@@ -911,6 +911,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       v.log.flushed(io->flush_mark);
       retained_bytes -= before - v.log.bytes();
     }
+    if (io->done == &limit_flush_done) return s;  // a loss is the caller's FLUSH to report
     if (v.lost) {
       v.lost = false;
       v.lost_fail_below = next_seq + 1;  // every FLUSH submitted until now fails too
@@ -992,8 +993,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void complete(Io* io, StatusCode s) {
-    if (io->done == &replay_done || io->done == &limit_flush_done) return io->done(io, s);
+    if (io->done == &replay_done) return io->done(io, s);
     if (io->op != Opcode::kRead) s = account(io, s);
+    if (io->done == &limit_flush_done) return io->done(io, s);
     {
       std::lock_guard lock(stats_mu);
       ++st.completed;
