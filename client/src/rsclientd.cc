@@ -138,6 +138,10 @@ struct Attached {
   std::shared_ptr<RsioBackend> backend;
   std::string loop_dev, block_path;
   bool read_only = false;
+  // The server instance the volume's unflushed writes were acknowledged by: a device that
+  // outlives this process (ublk recovery) loses the writes the library kept for it, so the
+  // next start must know whether that instance still holds them (OpenOptions::unflushed_in).
+  wire::InstanceId instance{};
 };
 
 class Daemon {
@@ -187,6 +191,15 @@ class Daemon {
     } catch (const std::exception& e) {
       return appliance::api_error_response(make_error(Errc::kInternal, e.what()));
     }
+  }
+
+  // Worker thread: a volume's unflushed writes are now kept for another server instance.
+  void moved(const std::string& server, uint32_t volume, const wire::InstanceId& instance) {
+    for (auto& [name, a] : attached_)
+      if (a.server == server && a.backend->id() == volume && a.instance != instance) {
+        a.instance = instance;
+        save_state();
+      }
   }
 
   // Worker thread: a volume changed size on the server.
@@ -351,6 +364,9 @@ class Daemon {
     o.on_resized = [this, server, exec](uint32_t volume, uint64_t) {
       asio::post(exec, [this, server, volume] { resized(server, volume); });
     };
+    o.on_instance = [this, server, exec](uint32_t volume, const wire::InstanceId& instance) {
+      asio::post(exec, [this, server, volume, instance] { moved(server, volume, instance); });
+    };
     auto c = client::Client::connect(o);
     if (!c)
       return make_error(c.error().code, fmt::format("server {}: {}", s.name, c.error().message));
@@ -437,8 +453,11 @@ class Daemon {
   }
 
   // Attaches `volume` from `server` (empty: the first server that grants it).
+  // `resume`: the frontend's handle of a device that survived the last run; `unflushed_in`:
+  // the instance that acknowledged its writes then.
   Result<std::string> attach(const std::string& volume, const std::string& server, bool ro,
-                             const std::string& resume = "") {
+                             const std::string& resume = "",
+                             std::optional<wire::InstanceId> unflushed_in = std::nullopt) {
     if (volume.empty()) return make_error(Errc::kInvalidArgument, "name the volume to attach");
     if (attached_.count(volume) > 0)
       return make_error(Errc::kAlreadyExists, fmt::format("{} is attached already as {}", volume,
@@ -468,8 +487,12 @@ class Daemon {
                       server.empty() ? "any server" : server, why.empty() ? "" : ": ", why));
     }
     RSIO_TRY(client::Client * c, session(*chosen));
-    RSIO_TRY(auto info, c->open(volume, ro));
+    client::OpenOptions oo;
+    oo.read_only = ro;
+    oo.unflushed_in = unflushed_in;
+    RSIO_TRY(auto info, c->open(volume, oo));
     Attached a;
+    a.instance = info.instance;
     a.volume = volume;
     a.server = chosen->name;
     a.ns = chosen->namespace_index;
@@ -529,7 +552,8 @@ class Daemon {
                       {"frontend", fuse_->kind()},
                       // ublk in Linux 6.12 has no way to change a live device's size.
                       {"follows_resize", fuse_->kind() != "ublk"},
-                      {"handle", fuse_->handle(n)}});
+                      {"handle", fuse_->handle(n)},
+                      {"server_instance", wire::instance_hex(a.instance)}});
     // Written whole to a new file and renamed over the old one: a crash leaves either list,
     // never half of one (the next start attaches again what the list names).
     std::error_code ec;
@@ -565,7 +589,14 @@ class Daemon {
       const std::string resume = a.value("frontend", std::string()) == fuse_->kind()
                                      ? a.value("handle", std::string())
                                      : std::string();
-      auto r = attach(vol, a.value("server", std::string()), a.value("read_only", false), resume);
+      // A device that lived on may hold writes acknowledged by the instance saved with it
+      // (unknown for a list written before instances were saved: assume the worst).
+      std::optional<wire::InstanceId> unflushed_in;
+      if (!resume.empty())
+        unflushed_in = wire::parse_instance_hex(a.value("server_instance", std::string()))
+                           .value_or(wire::InstanceId{});
+      auto r = attach(vol, a.value("server", std::string()), a.value("read_only", false), resume,
+                      unflushed_in);
       if (r)
         log::info("re-attached {}", vol);
       else
