@@ -126,9 +126,11 @@ class RawConn {
     uint32_t status = 0;
   };
   // Runs the handshake with `key`; `ok` is set when the server accepted it.
-  Handshake handshake(const std::string& node, const std::string& key, uint64_t join = 0) {
+  Handshake handshake(const std::string& node, const std::string& key, uint64_t join = 0,
+                      uint16_t version_max = wire::kProtocolVersion) {
     Handshake hs;
     wire::Hello hello;
+    hello.version_max = version_max;
     hello.node_name = node;
     hello.platform = "test";
     hello.mode = join != 0 ? 1 : 0;

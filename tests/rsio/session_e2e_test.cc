@@ -729,6 +729,40 @@ TEST_F(RsioSession, AThousandUnauthenticatedConnectionsDoNotStopAClient) {
 
 // kill -9 of rsiod under a verifying write load, restarted on the same port within the hold
 // time, 20 times: the caller sees no error and every acknowledged write reads back.
+// §3, §5.5 [rule] instance: one identity per run of rsiod, sent on every connection of
+// version 2, a new one after a restart; version 1 clients get the version 1 reply.
+TEST_F(RsioSession, InstanceIdentityIsOnePerRunAndNewAfterARestart) {
+  const uint16_t port = free_port();
+  start({"--listen", "127.0.0.1:" + std::to_string(port)});
+  populate();
+  auto instance_of = [&](uint16_t version_max) -> std::optional<wire::HelloReply> {
+    RawConn rc;
+    EXPECT_TRUE(rc.connect(port_));
+    auto hs = rc.handshake("tux", "tuxkey", 0, version_max);
+    EXPECT_TRUE(hs.ok.has_value());
+    if (hs.hello_reply.size() < wire::kReplyHeaderBytes) return std::nullopt;
+    return wire::decode_hello_reply(
+        std::span(hs.hello_reply).subspan(wire::kReplyHeaderBytes));
+  };
+  auto a = instance_of(2), b = instance_of(2);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->version, 2);
+  EXPECT_TRUE(wire::instance_known(a->instance));
+  EXPECT_EQ(a->instance, b->instance);
+  auto v1 = instance_of(1);
+  ASSERT_TRUE(v1);
+  EXPECT_EQ(v1->version, 1);
+  EXPECT_FALSE(wire::instance_known(v1->instance));
+  EXPECT_NE(daemon_->log().find("server instance " + wire::instance_hex(a->instance)),
+            std::string::npos);
+  daemon_->kill9();
+  start({"--listen", "127.0.0.1:" + std::to_string(port)});
+  auto c = instance_of(2);
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(wire::instance_known(c->instance));
+  EXPECT_NE(c->instance, a->instance);
+}
+
 TEST_F(RsioSession, KillNineRestartsAreInvisibleToTheCaller) {
   const uint16_t port = free_port();
   const std::string listen = "127.0.0.1:" + std::to_string(port);

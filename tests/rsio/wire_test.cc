@@ -64,6 +64,36 @@ TEST(Wire, HelloRoundTripAndEveryTruncationRefused) {
   EXPECT_FALSE(decode_hello(p)) << "trailing bytes";
 }
 
+TEST(Wire, HelloReplyCarriesTheInstanceFromVersionTwoOn) {
+  HelloReply r;
+  r.server_nonce[3] = 9;
+  for (size_t i = 0; i < r.instance.size(); ++i) r.instance[i] = static_cast<uint8_t>(i + 1);
+  std::vector<uint8_t> p;
+  encode_payload(r, p);
+  EXPECT_EQ(p.size(), 8 + kNonceBytes + kInstanceBytes);
+  auto d = decode_hello_reply(p);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->version, 2);
+  EXPECT_EQ(d->instance, r.instance);
+  EXPECT_EQ(d->server_nonce[3], 9);
+  for (size_t n = 0; n < p.size(); ++n) EXPECT_FALSE(decode_hello_reply(std::span(p.data(), n)));
+  // Version 1: no instance, which reads as unknown.
+  r.version = 1;
+  p.clear();
+  encode_payload(r, p);
+  EXPECT_EQ(p.size(), 8 + kNonceBytes);
+  d = decode_hello_reply(p);
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(instance_known(d->instance));
+  p.push_back(0);
+  EXPECT_FALSE(decode_hello_reply(p)) << "trailing bytes";
+  // The hex form rsclientd saves.
+  EXPECT_EQ(instance_hex(r.instance), "0102030405060708090a0b0c0d0e0f10");
+  EXPECT_EQ(parse_instance_hex("0102030405060708090a0b0c0d0e0f10"), r.instance);
+  EXPECT_FALSE(parse_instance_hex("0102"));
+  EXPECT_FALSE(parse_instance_hex("zz02030405060708090a0b0c0d0e0f10"));
+}
+
 TEST(Wire, ListRefusesCountsThePayloadCannotHold) {
   std::vector<VolumeEntry> vols = {{1 << 20, 512, false, "a"}, {2 << 20, 512, true, "bb"}};
   std::vector<uint8_t> p;
