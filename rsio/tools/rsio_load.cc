@@ -319,10 +319,13 @@ int run(Args& a) {
         "{{\"ios\": {}, \"seconds\": {:.3f}, \"iops\": {:.0f}, \"mib_s\": {:.1f}, \"lat_p50_us\": "
         "{:.1f}, \"lat_p99_us\": {:.1f}, \"lat_max_us\": {:.1f}, \"errors\": {}, "
         "\"verify_errors\": {}, \"final_check_errors\": {}, \"reissued\": {}, \"fences\": {}, "
-        "\"path_failures\": {}, \"sessions\": {}, \"max_stall_ms\": {}}}\n",
+        "\"path_failures\": {}, \"sessions\": {}, \"max_stall_ms\": {}, \"replays\": {}, "
+        "\"replayed_writes\": {}, \"replay_failures\": {}, \"lost_flushes\": {}, "
+        "\"limit_flushes\": {}}}\n",
         r.ios, secs, iops, r.bytes / secs / 1048576.0, pct(0.5), pct(0.99),
         r.lat_us.empty() ? 0.0 : r.lat_us.back(), r.errors, r.verify_errors, final_bad, st.reissued,
-        st.fences, st.path_failures, st.sessions, st.max_stall_ms);
+        st.fences, st.path_failures, st.sessions, st.max_stall_ms, st.replays, st.replayed_writes,
+        st.replay_failures, st.lost_flushes, st.limit_flushes);
   } else {
     fmt::print("{} {} bs={} qd={}: {} I/Os in {:.2f} s = {:.0f} IOPS, {:.1f} MiB/s\n", a.mode,
                a.volume, a.bs, a.qd, r.ios, secs, iops, r.bytes / secs / 1048576.0);
@@ -332,6 +335,8 @@ int run(Args& a) {
                r.verify_errors, final_bad);
     fmt::print("re-issued {}, fences {}, path failures {}, sessions {}, max stall {} ms\n",
                st.reissued, st.fences, st.path_failures, st.sessions, st.max_stall_ms);
+    fmt::print("replays {} ({} writes sent again), replay failures {}, lost flushes {}\n",
+               st.replays, st.replayed_writes, st.replay_failures, st.lost_flushes);
   }
   return (r.errors || r.verify_errors || final_bad) ? 1 : 0;
 }
