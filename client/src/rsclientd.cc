@@ -22,6 +22,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -34,6 +35,7 @@
 
 #include "appliance/api_server.h"
 #include "common/log.h"
+#include "common/units.h"
 #include "fuse_frontend.h"
 #include "rsclient/config.h"
 #include "rsio/client.h"
@@ -64,6 +66,8 @@ struct Options {
   std::string state = "/var/lib/rsio/client/attached.json";
   std::string frontend = "auto";
   std::string log_level = "info";
+  std::string replay_limit = "256m";
+  uint64_t replay_limit_bytes = 256ULL << 20;  // parsed from replay_limit
 };
 
 // A volume of an RSIO session as a synchronous block device for the frontend. Requests
@@ -355,6 +359,7 @@ class Daemon {
     client::ClientOptions o;
     o.node_name = cfg_.node_name;
     o.node_key = cfg_.node_key;
+    o.replay_limit_bytes = opt_.replay_limit_bytes;
     for (const auto& path : s.paths) {
       RSIO_TRY(auto parsed, client::parse_path(path));
       o.paths.push_back(parsed);
@@ -706,6 +711,11 @@ int main(int argc, char** argv) {
       ->type_name("KIND")
       ->check(CLI::IsMember({"auto", "fuse", "ublk"}))
       ->capture_default_str();
+  app.add_option("--replay-limit", opt.replay_limit,
+                 "Unflushed writes kept per volume to replay to a restarted server (>= 4m)")
+      ->type_name("SIZE")
+      ->envname("RSCLIENT_REPLAY_LIMIT")
+      ->capture_default_str();
   app.add_option("--log-level", opt.log_level, "debug, info, warning or error")
       ->type_name("LEVEL")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}))
@@ -715,6 +725,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  auto limit = rsio::parse_size(opt.replay_limit);
+  if (!limit || *limit < (4ULL << 20)) {
+    std::fprintf(stderr, "rsclientd: --replay-limit %s: %s\n", opt.replay_limit.c_str(),
+                 limit ? "must be at least 4m" : limit.error().message.c_str());
+    return 2;
+  }
+  opt.replay_limit_bytes = *limit;
   try {
     return rsio::rsclient::run(opt);
   } catch (const std::exception& e) {
