@@ -23,6 +23,8 @@ packages=(
   e2fsprogs util-linux procps curl python3 fio iproute2 iptables fuse3
   # peers the protocol benchmark compares against
   nbdkit qemu-utils
+  # the power-cut test (tests/durability): nbdfuse for its volatile disks, PostgreSQL for pgbench
+  libnbd-bin postgresql-15
   # the ublk guest test boots Debian's 6.12 kernel in qemu (TCG) from a busybox initramfs
   qemu-system-x86 busybox-static cpio
   # the appliance image (image/build.sh) and its boot test: UEFI firmware for qemu
