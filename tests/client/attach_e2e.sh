@@ -64,6 +64,11 @@ diff <("$rsconfig" -q) <(expect 2,5p) || fail "rsconfig -q differs from the seed
 diff <("$rsconfig" -qvv) <(expect 7,12p) || fail "rsconfig -qvv differs from the seed"
 "$rsconfig" -a
 [ -b "$dev/eisberg" ] || fail "$dev/eisberg is not a block device"
+# The state file names the server instance that acknowledges the device's writes (a device
+# that outlives rsclientd needs it to know whether unflushed writes may be lost).
+instance=$(sed -n 's/.*server instance \([0-9a-f]*\).*/\1/p' "$work/rsiod.log" | tail -1)
+grep -q "\"server_instance\": \"$instance\"" "$work/attached.json" ||
+  fail "attached.json does not name rsiod's instance $instance: $(cat "$work/attached.json")"
 ls -l "$dev/eisberg"
 diff <("$rsconfig" -lvv) <(expect 14,16p) || fail "rsconfig -lvv differs from the seed"
 diff <("$rsconfig" -l) <(expect 14p) || fail "rsconfig -l differs from the seed"

@@ -305,6 +305,50 @@ TEST(ClientDurability, AReplayThatFailsMakesTheNextFlushFail) {
   EXPECT_EQ(server.durable(0, kBlock), buf);
 }
 
+// A caller that outlived its own kept writes (rsclientd restarted under a ublk device) opens
+// the volume with the instance that acknowledged them: the same instance still has them, a
+// new one may not, and then the first FLUSH must not claim they are durable.
+TEST(ClientDurability, WritesOfAnEarlierProcessAreInDoubtOnlyOnAnotherInstance) {
+  FakeServer server(fake(11));
+  auto connect = [&] {
+    client::ClientOptions o;
+    o.node_name = "tux";
+    o.node_key = "tuxkey";
+    o.paths = {{"127.0.0.1", server.port(), ""}};
+    auto c = client::Client::connect(o);
+    EXPECT_TRUE(c) << c.error().message;
+    return c ? std::move(*c) : nullptr;
+  };
+  wire::InstanceId first{};
+  {
+    auto c = connect();
+    ASSERT_TRUE(c);
+    auto v = c->open("vol");
+    ASSERT_TRUE(v);
+    first = v->instance;
+    EXPECT_TRUE(wire::instance_known(first));
+  }
+  client::OpenOptions oo;
+  oo.unflushed_in = first;
+  {
+    auto c = connect();  // same instance: its caches still hold what it acknowledged
+    ASSERT_TRUE(c);
+    auto v = c->open("vol", oo);
+    ASSERT_TRUE(v);
+    EXPECT_EQ(io_sync(*c, v->id, Opcode::kFlush, 0, 0, nullptr), StatusCode::kOk);
+  }
+  server.reboot();
+  {
+    auto c = connect();  // another instance: the earlier process's writes may be gone
+    ASSERT_TRUE(c);
+    auto v = c->open("vol", oo);
+    ASSERT_TRUE(v);
+    EXPECT_NE(v->instance, first);
+    EXPECT_EQ(io_sync(*c, v->id, Opcode::kFlush, 0, 0, nullptr), StatusCode::kIoError);
+    EXPECT_EQ(io_sync(*c, v->id, Opcode::kFlush, 0, 0, nullptr), StatusCode::kOk);  // once
+  }
+}
+
 TEST(ClientDurability, KeptWritesStayWithinTheBoundAndTheLibraryFlushesAtIt) {
   FakeServer::Options fo;
   fo.size_bytes = 64ULL << 20;
