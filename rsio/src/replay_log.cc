@@ -1,7 +1,5 @@
 #include "rsio/replay_log.h"
 
-#include <cstring>
-
 #include "common/assert.h"
 
 namespace rsio::client {
@@ -17,8 +15,8 @@ void ReplayLog::acked(wire::Opcode op, bool fua, uint64_t offset_bytes, uint32_t
   e.offset_bytes = offset_bytes;
   e.length_bytes = length_bytes;
   if (op == wire::Opcode::kWrite) {
-    e.data.resize(length_bytes);
-    std::memcpy(e.data.data(), data, length_bytes);
+    const auto* bytes = static_cast<const uint8_t*>(data);
+    e.data.assign(bytes, bytes + length_bytes);  // one pass: no zero-fill before the copy
   }
   e.seq = ++last_seq_;
   bytes_ += e.data.size() + kEntryOverheadBytes;
