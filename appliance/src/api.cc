@@ -18,6 +18,11 @@
 
 namespace rsio::appliance {
 
+using mgmt::get_bool;
+using mgmt::get_string;
+using mgmt::get_u64;
+using mgmt::parse_body;
+using mgmt::query_flag;
 using nlohmann::json;
 using volmgr::Layout;
 using volmgr::VolumeInfo;
@@ -39,63 +44,9 @@ std::optional<uint32_t> parse_leg(const std::string& text) {
   return n;
 }
 
-Result<bool> query_flag(const ApiRoute& r, const std::string& key) {
-  auto it = r.query.find(key);
-  if (it == r.query.end()) return false;
-  if (it->second.empty() || it->second == "true" || it->second == "1") return true;
-  if (it->second == "false" || it->second == "0") return false;
-  return bad_request(fmt::format("query parameter {} must be true or false", key));
-}
-
-// Parses a JSON object body and rejects fields not in `allowed`, so that a typo in a script
-// fails loudly instead of being ignored.
-Result<json> parse_body(const std::string& body, std::initializer_list<std::string_view> allowed) {
-  json j = json::parse(body.empty() ? std::string("{}") : body, nullptr, false);
-  if (j.is_discarded()) return bad_request("request body is not valid JSON");
-  if (!j.is_object()) return bad_request("request body must be a JSON object");
-  for (const auto& [key, value] : j.items()) {
-    bool ok = false;
-    for (std::string_view a : allowed) ok = ok || key == a;
-    if (!ok) {
-      std::string list;
-      for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-      return bad_request(fmt::format("unknown field '{}' (accepted: {})", key, list));
-    }
-  }
-  return Result<json>(boost::system::in_place_value, std::move(j));
-}
-
-Result<std::string> get_string(const json& j, const char* key, bool required) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    if (required) return bad_request(fmt::format("field '{}' is required", key));
-    return std::string();
-  }
-  if (!it->is_string()) return bad_request(fmt::format("field '{}' must be a string", key));
-  return it->get<std::string>();
-}
-
-Result<std::optional<uint64_t>> get_u64(const json& j, const char* key, bool required) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    if (required) return bad_request(fmt::format("field '{}' is required", key));
-    return std::optional<uint64_t>();
-  }
-  if (!it->is_number_unsigned())
-    return bad_request(fmt::format("field '{}' must be a non-negative integer", key));
-  return std::optional<uint64_t>(it->get<uint64_t>());
-}
-
-Result<bool> get_bool(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return false;
-  if (!it->is_boolean()) return bad_request(fmt::format("field '{}' must be true or false", key));
-  return it->get<bool>();
-}
-
 }  // namespace
 
-ApiResponse Api::error_response(const Error& e) { return api_error_response(e); }
+ApiResponse Api::error_response(const Error& e) { return mgmt::api_error_response(e); }
 
 Result<uint64_t> Api::backup_database(const std::string& path) {
   if (db_ == nullptr) return make_error(Errc::kUnavailable, "no database to back up");
@@ -153,7 +104,7 @@ std::string volume_state(const volmgr::VolumeManager& vm, const VolumeInfo& v) {
 }  // namespace
 
 ApiResponse Api::handle(const ApiRequest& req) {
-  const ApiRoute route = parse_api_target(req.target);
+  const ApiRoute route = mgmt::parse_api_target(req.target);
   const std::string& m = req.method;
   const auto& p = route.parts;
 
@@ -173,7 +124,7 @@ ApiResponse Api::handle(const ApiRequest& req) {
   };
   if (!route.versioned) {
     if (p.empty() && !route.versioned && (req.target == "/" || req.target.empty()))
-      return ok(200, json{{"api_versions", json::array({kApiVersion})}});
+      return ok(200, json{{"api_versions", json::array({mgmt::kApiVersion})}});
     return not_found();
   }
 
@@ -370,7 +321,7 @@ ApiResponse Api::handle(const ApiRequest& req) {
                              ? fmt::format("[{}]:{}", a.host, a.port)
                              : fmt::format("{}:{}", a.host, a.port));
     return ok(
-        200, json{{"api_version", kApiVersion},
+        200, json{{"api_version", mgmt::kApiVersion},
                   {"product", "rsio"},
                   {"version", info_.version},
                   {"state_dir", info_.state_dir},

@@ -20,7 +20,6 @@
 #include <thread>
 
 #include "appliance/api.h"
-#include "appliance/api_server.h"
 #include "appliance/catalog.h"
 #include "appliance/engine_service.h"
 #include "common/ids.h"
@@ -28,6 +27,7 @@
 #include "common/units.h"
 #include "db/migrate.h"
 #include "db/sqlite.h"
+#include "mgmt/server.h"
 #include "volmgr/rebuild.h"
 #include "volmgr/volume_manager.h"
 
@@ -335,9 +335,10 @@ int run(const Options& opt) {
       listening += fmt::format("{}{}:{}", listening.empty() ? "" : ",", a.host, a.port);
 
   asio::io_context io(1);
-  auto server = appliance::ApiServer::listen(
+  auto server = mgmt::ApiServer::listen(
       io, meta_io.get_executor(),
-      [a = api.get()](const appliance::ApiRequest& r) { return a->handle(r); }, opt.socket_path);
+      [a = api.get()](const mgmt::ApiRequest& r) { return a->handle(r); }, opt.socket_path,
+      "rsiod");
   if (!server) {
     log::error("cannot start: {}", server.error().message);
     return 1;

@@ -33,10 +33,10 @@
 #include <sstream>
 #include <thread>
 
-#include "appliance/api_server.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "fuse_frontend.h"
+#include "mgmt/server.h"
 #include "rsclient/config.h"
 #include "rsio/client.h"
 #include "ublk_frontend.h"
@@ -52,8 +52,8 @@ namespace rsio::rsclient {
 namespace {
 
 namespace asio = boost::asio;
-using appliance::ApiRequest;
-using appliance::ApiResponse;
+using mgmt::ApiRequest;
+using mgmt::ApiResponse;
 using nlohmann::json;
 using wire::Opcode;
 using wire::StatusCode;
@@ -193,7 +193,7 @@ class Daemon {
     try {
       return route(req);
     } catch (const std::exception& e) {
-      return appliance::api_error_response(make_error(Errc::kInternal, e.what()));
+      return mgmt::api_error_response(make_error(Errc::kInternal, e.what()));
     }
   }
 
@@ -219,24 +219,15 @@ class Daemon {
 
  private:
   static ApiResponse ok(int status, const json& j) { return ApiResponse{status, j.dump()}; }
-  static ApiResponse fail(const Error& e) { return appliance::api_error_response(e); }
+  static ApiResponse fail(const Error& e) { return mgmt::api_error_response(e); }
 
-  Result<json> body_of(const ApiRequest& req) {
-    if (req.body.empty()) return Result<json>(boost::system::in_place_value, json::object());
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-      return make_error(Errc::kInvalidArgument, "the request body is not a JSON object");
-    // json converts implicitly to almost anything, so name the alternative explicitly.
-    return Result<json>(boost::system::in_place_value, std::move(j));
-  }
-
-  static bool flag(const appliance::ApiRoute& r, const char* key) {
+  static bool flag(const mgmt::ApiRoute& r, const char* key) {
     auto it = r.query.find(key);
     return it != r.query.end() && it->second == "true";
   }
 
   ApiResponse route(const ApiRequest& req) {
-    const appliance::ApiRoute r = appliance::parse_api_target(req.target);
+    const mgmt::ApiRoute r = mgmt::parse_api_target(req.target);
     const auto& p = r.parts;
     const std::string& m = req.method;
     if (!r.versioned)
@@ -249,10 +240,12 @@ class Daemon {
     }
     if (p[0] == "config" && m == "GET") return ok(200, config_json(flag(r, "keys")));
     if (p[0] == "node" && m == "PUT") {
-      RSIO_TRY_OR(body, body_of(req));
+      RSIO_TRY_OR(body, mgmt::parse_body(req.body, {"name", "key"}));
+      RSIO_TRY_OR(name, mgmt::get_string(body, "name", false));
+      RSIO_TRY_OR(key, mgmt::get_string(body, "key", false));
       Config c = cfg_;
-      c.node_name = body.value("name", c.node_name);
-      if (body.contains("key")) c.node_key = body["key"].get<std::string>();
+      if (body.contains("name")) c.node_name = name;
+      if (body.contains("key")) c.node_key = key;
       return commit(std::move(c), {});
     }
     if (p[0] == "servers") return servers(req, p);
@@ -298,11 +291,16 @@ class Daemon {
   ApiResponse servers(const ApiRequest& req, const std::vector<std::string>& p) {
     const std::string& m = req.method;
     if (p.size() == 1 && m == "POST") {
-      RSIO_TRY_OR(body, body_of(req));
+      RSIO_TRY_OR(body, mgmt::parse_body(req.body, {"name", "namespace", "paths"}));
       ServerConfig s;
-      s.name = body.value("name", std::string());
-      s.namespace_index = body.value("namespace", 0);
-      s.paths = body.value("paths", std::vector<std::string>{});
+      RSIO_TRY_OR(name, mgmt::get_string(body, "name", true));
+      RSIO_TRY_OR(ns, mgmt::get_u64(body, "namespace", false));
+      RSIO_TRY_OR(paths, mgmt::get_strings(body, "paths"));
+      if (ns.value_or(0) > 999)
+        return fail(make_error(Errc::kInvalidArgument, "namespace index must be 0..999"));
+      s.name = std::move(name);
+      s.namespace_index = static_cast<int>(ns.value_or(0));
+      s.paths = std::move(paths);
       if (cfg_.find_server(s.name) != nullptr)
         return fail(make_error(Errc::kAlreadyExists, fmt::format("server {} exists", s.name)));
       if (s.paths.empty())
@@ -330,8 +328,8 @@ class Daemon {
       return commit(std::move(c), name);
     }
     if (p.size() == 3 && p[2] == "paths" && m == "POST") {
-      RSIO_TRY_OR(body, body_of(req));
-      const std::string path = body.value("path", std::string());
+      RSIO_TRY_OR(body, mgmt::parse_body(req.body, {"path"}));
+      RSIO_TRY_OR(path, mgmt::get_string(body, "path", true));
       if (std::find(s->paths.begin(), s->paths.end(), path) != s->paths.end())
         return fail(make_error(Errc::kAlreadyExists, fmt::format("{} has {} already", p[1], path)));
       s->paths.push_back(path);
@@ -432,7 +430,7 @@ class Daemon {
                 {"raw_device", nullptr}};
   }
 
-  ApiResponse devices(const ApiRequest& req, const appliance::ApiRoute& r) {
+  ApiResponse devices(const ApiRequest& req, const mgmt::ApiRoute& r) {
     const auto& p = r.parts;
     const std::string& m = req.method;
     if (p.size() == 1 && m == "GET") {
@@ -441,9 +439,11 @@ class Daemon {
       return ok(200, json{{"devices", list}});
     }
     if (p.size() == 1 && m == "POST") {
-      RSIO_TRY_OR(body, body_of(req));
-      auto a = attach(body.value("volume", std::string()), body.value("server", std::string()),
-                      body.value("read_only", false));
+      RSIO_TRY_OR(body, mgmt::parse_body(req.body, {"volume", "server", "read_only"}));
+      RSIO_TRY_OR(volume, mgmt::get_string(body, "volume", true));
+      RSIO_TRY_OR(server, mgmt::get_string(body, "server", false));
+      RSIO_TRY_OR(read_only, mgmt::get_bool(body, "read_only"));
+      auto a = attach(volume, server, read_only);
       if (!a) return fail(a.error());
       save_state();
       return ok(201, device_json(attached_.at(*a)));
@@ -644,7 +644,7 @@ int run(const Options& opt) {
                                      std::filesystem::perm_options::replace, ec);
     }
   }
-  auto server = appliance::ApiServer::listen(
+  auto server = mgmt::ApiServer::listen(
       io, worker_io.get_executor(), [&d](const ApiRequest& r) { return d.handle(r); }, opt.socket,
       "rsclientd");
   if (!server) {

@@ -3,38 +3,51 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 #include "common/assert.h"
 
 namespace rsio {
 
-std::string_view errc_name(Errc code) {
-  switch (code) {
-    case Errc::kInvalidArgument:
-      return "invalid-argument";
-    case Errc::kNotFound:
-      return "not-found";
-    case Errc::kAlreadyExists:
-      return "already-exists";
-    case Errc::kNoSpace:
-      return "no-space";
-    case Errc::kInUse:
-      return "in-use";
-    case Errc::kIo:
-      return "io-error";
-    case Errc::kCorrupt:
-      return "corrupt";
-    case Errc::kUnsupportedVersion:
-      return "unsupported-version";
-    case Errc::kPermissionDenied:
-      return "permission-denied";
-    case Errc::kUnavailable:
-      return "unavailable";
-    case Errc::kInternal:
-      return "internal";
-  }
-  return "internal";
+namespace {
+
+struct ErrcInfo {
+  Errc code;
+  std::string_view name;
+  int http_status;
+};
+
+constexpr ErrcInfo kErrcTable[] = {
+    {Errc::kInvalidArgument, "invalid-argument", 400},
+    {Errc::kNotFound, "not-found", 404},
+    {Errc::kAlreadyExists, "already-exists", 409},
+    {Errc::kNoSpace, "no-space", 507},
+    {Errc::kInUse, "in-use", 409},
+    {Errc::kIo, "io-error", 500},
+    {Errc::kCorrupt, "corrupt", 500},
+    {Errc::kUnsupportedVersion, "unsupported-version", 500},
+    {Errc::kPermissionDenied, "permission-denied", 403},
+    {Errc::kUnavailable, "unavailable", 503},
+    {Errc::kInternal, "internal", 500},
+};
+
+const ErrcInfo& info(Errc code) {
+  for (const ErrcInfo& i : kErrcTable)
+    if (i.code == code) return i;
+  return kErrcTable[std::size(kErrcTable) - 1];  // kInternal
+}
+
+}  // namespace
+
+std::string_view errc_name(Errc code) { return info(code).name; }
+
+int errc_http_status(Errc code) { return info(code).http_status; }
+
+Errc errc_from_name(std::string_view name) {
+  for (const ErrcInfo& i : kErrcTable)
+    if (i.name == name) return i.code;
+  return Errc::kInternal;
 }
 
 void throw_exception_from_error(const Error& e, const boost::source_location&) {

@@ -9,10 +9,14 @@
 
 #include "appliance/catalog.h"
 #include "appliance/engine_service.h"
-#include "appliance/http_api.h"
+#include "mgmt/http.h"
 #include "volmgr/volume_manager.h"
 
 namespace rsio::appliance {
+
+using mgmt::ApiRequest;
+using mgmt::ApiResponse;
+using mgmt::ApiRoute;
 
 struct ApiInfo {
   std::string version;  // product version

@@ -25,7 +25,12 @@ enum class Errc : int {
   kInternal,             // unexpected failure of a library we call
 };
 
+// Each code's name (in messages and in the management API's error bodies) and the HTTP
+// status the management API answers with it: one table, common/src/result.cc.
 std::string_view errc_name(Errc code);
+// The code of a name errc_name() gives; kInternal for any other name.
+Errc errc_from_name(std::string_view name);
+int errc_http_status(Errc code);
 
 // A failure: its kind and a message that says what failed, why, and what to do, with
 // context as key=value pairs.

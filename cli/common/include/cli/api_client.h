@@ -1,4 +1,4 @@
-// What smgr and rsadmin share: a synchronous client of rsiod's management API, exit codes,
+// What smgr, rsadmin and rsconfig share: the management API's client (mgmt/), exit codes,
 // and the CLI11 wrapper that maps parse errors to exit code 2.
 #pragma once
 
@@ -10,6 +10,8 @@
 #include <string>
 
 #include "common/result.h"
+#include "mgmt/client.h"
+#include "mgmt/http.h"
 
 namespace rsio::cli {
 
@@ -19,36 +21,9 @@ inline constexpr int kExitUsage = 2;
 
 inline constexpr const char* kDefaultSocket = "/run/rsio/rsiod.sock";
 
-// How long a command waits for the daemon's answer (the longest request, attaching a
-// volume from an unreachable server, takes a few seconds). RSIO_API_TIMEOUT=SECONDS
-// overrides it.
-inline constexpr int kApiTimeoutSeconds = 120;
-
-class ApiClient {
- public:
-  explicit ApiClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}
-  // For another daemon with the same kind of API (rsclientd): names it in messages, with the
-  // command that starts it and the environment variable that selects its socket.
-  ApiClient(std::string socket_path, std::string daemon, std::string start_hint)
-      : socket_path_(std::move(socket_path)),
-        daemon_(std::move(daemon)),
-        start_hint_(std::move(start_hint)) {}
-
-  // Sends one request and returns the JSON reply. Errors: kUnavailable (rsiod not running,
-  // with how to start it), kPermissionDenied (not root), and the error rsiod answered with.
-  Result<nlohmann::json> call(const std::string& method, const std::string& target,
-                              const std::optional<nlohmann::json>& body = std::nullopt);
-
-  const std::string& socket_path() const { return socket_path_; }
-
- private:
-  std::string socket_path_;
-  std::string daemon_ = "rsiod";
-  std::string start_hint_;  // empty: rsiod's
-};
-
-// Percent-encodes a path segment or query value.
-std::string url_encode(std::string_view s);
+using mgmt::ApiClient;
+using mgmt::kApiTimeoutSeconds;
+using mgmt::url_encode;
 
 // Adds --socket (with RSIO_SOCKET) to `app`, bound to `socket_path`.
 void add_socket_option(CLI::App& app, std::string& socket_path);

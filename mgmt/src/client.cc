@@ -1,4 +1,4 @@
-#include "cli/api_client.h"
+#include "mgmt/client.h"
 
 #include <fmt/format.h>
 
@@ -9,37 +9,14 @@
 #include <chrono>
 #include <cstdlib>
 
-#include "common/units.h"
+#include "mgmt/http.h"
 
-namespace rsio::cli {
+namespace rsio::mgmt {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using nlohmann::json;
-
-namespace {
-
-Errc errc_from_name(std::string_view name) {
-  for (Errc c : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kAlreadyExists, Errc::kNoSpace,
-                 Errc::kInUse, Errc::kIo, Errc::kCorrupt, Errc::kUnsupportedVersion,
-                 Errc::kPermissionDenied, Errc::kUnavailable, Errc::kInternal})
-    if (errc_name(c) == name) return c;
-  return Errc::kInternal;
-}
-
-}  // namespace
-
-std::string url_encode(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~')
-      out += static_cast<char>(c);
-    else
-      out += fmt::format("%{:02X}", c);
-  }
-  return out;
-}
 
 Result<json> ApiClient::call(const std::string& method, const std::string& target,
                              const std::optional<json>& body) {
@@ -121,46 +98,4 @@ Result<json> ApiClient::call(const std::string& method, const std::string& targe
   return Result<json>(boost::system::in_place_value, std::move(j));
 }
 
-void add_socket_option(CLI::App& app, std::string& socket_path) {
-  app.add_option("--socket", socket_path,
-                 "rsiod's management socket (default /run/rsio/rsiod.sock, or $RSIO_SOCKET)")
-      ->type_name("PATH")
-      ->envname("RSIO_SOCKET");
-}
-
-int run_cli(CLI::App& app, int argc, char** argv, const std::function<Status()>& body) {
-  app.set_version_flag("--version", RSIO_VERSION);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);  // prints help, version or the parse error
-    return rc == 0 ? kExitOk : kExitUsage;
-  }
-  try {
-    Status st = body();
-    if (!st) {
-      fmt::print(stderr, "{}: {}\n", app.get_name(), st.error().message);
-      return kExitFailed;
-    }
-  } catch (const UsageError& e) {
-    fmt::print(stderr, "{}: {}\nRun with --help for usage.\n", app.get_name(), e.what());
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "{}: {}\n", app.get_name(), e.what());
-    return kExitFailed;
-  }
-  return kExitOk;
-}
-
-uint64_t parse_size_option(const std::string& option, const std::string& text) {
-  auto size = parse_size(text);
-  if (!size) throw UsageError(fmt::format("{}: {}", option, size.error().message));
-  return *size;
-}
-
-std::string rstrip(std::string s) {
-  while (!s.empty() && s.back() == ' ') s.pop_back();
-  return s;
-}
-
-}  // namespace rsio::cli
+}  // namespace rsio::mgmt

@@ -15,10 +15,10 @@
 #include <set>
 #include <string>
 
-#include "appliance/http_api.h"
+#include "mgmt/http.h"
 #include "common/result.h"
 
-namespace rsio::appliance {
+namespace rsio::mgmt {
 
 inline constexpr size_t kApiConnectionsMax = 64;
 inline constexpr size_t kApiBodyBytesMax = 1 << 20;
@@ -31,7 +31,7 @@ class ApiServer {
   static Result<std::unique_ptr<ApiServer>> listen(boost::asio::io_context& io,
                                                    boost::asio::any_io_executor meta,
                                                    ApiHandler handler, std::string socket_path,
-                                                   std::string server_name = "rsiod");
+                                                   std::string server_name);
   ~ApiServer();
 
   // Starts accepting. Connections end when their peer closes or on stop().
@@ -46,4 +46,4 @@ class ApiServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace rsio::appliance
+}  // namespace rsio::mgmt

@@ -1,6 +1,6 @@
 // Thread model: see api_server.h. All members of Impl are touched on the io thread only;
 // the metadata executor only runs Api::handle.
-#include "appliance/api_server.h"
+#include "mgmt/server.h"
 
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -16,7 +16,7 @@
 
 #include "common/log.h"
 
-namespace rsio::appliance {
+namespace rsio::mgmt {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -177,9 +177,9 @@ Result<std::unique_ptr<ApiServer>> ApiServer::listen(asio::io_context& io,
     probe.connect(stream_protocol::endpoint(socket_path), ec);
     if (!ec)
       return make_error(Errc::kInUse,
-                        fmt::format("another rsiod is already serving {}; stop it first or "
+                        fmt::format("another {} is already serving {}; stop it first or "
                                     "choose another --socket path",
-                                    socket_path));
+                                    impl->server_name, socket_path));
     ::unlink(socket_path.c_str());  // stale socket of a daemon that is gone
   }
   boost::system::error_code ec;
@@ -217,4 +217,4 @@ void ApiServer::stop() {
   for (Stream* s : impl_->connections) s->cancel();
 }
 
-}  // namespace rsio::appliance
+}  // namespace rsio::mgmt
