@@ -121,7 +121,8 @@ struct EngineService::Impl : io::VolumeEvents, server::ExportBackend {
             if (g.client_id != client_id) continue;
             const VolumeInfo* v = vm.find_volume(g.volume_id);
             if (v == nullptr) continue;
-            out.push_back({v->size_bytes, 512, g.access == Access::kReadOnly, v->name});
+            out.push_back({v->size_bytes, static_cast<uint32_t>(v->block_size_bytes),
+                           g.access == Access::kReadOnly, v->name});
           }
           ref->post([done, out = std::move(out)] { done(out); });
         });

@@ -20,6 +20,8 @@ class BlockBackend {
  public:
   virtual ~BlockBackend() = default;
   virtual uint64_t size_bytes() const = 0;
+  // The volume's logical block size (512 or 4096): the device's, and the unit of requests.
+  virtual uint32_t block_size_bytes() const = 0;
   virtual bool read_only() const = 0;
   virtual int read(void* buf, uint64_t length, uint64_t offset) = 0;
   virtual int write(const void* buf, uint64_t length, uint64_t offset) = 0;

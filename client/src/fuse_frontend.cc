@@ -224,6 +224,7 @@ Result<std::string> FuseFrontend::attach(const std::string& name,
                                          std::shared_ptr<BlockBackend> backend,
                                          const std::string& /*resume*/) {
   const bool ro = backend->read_only();
+  const uint32_t block_size = backend->block_size_bytes();
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->files.count(name) > 0)
@@ -262,7 +263,7 @@ Result<std::string> FuseFrontend::attach(const std::string& name,
     }
     loop_config cfg{};
     cfg.fd = static_cast<uint32_t>(bfd);
-    cfg.block_size = 512;
+    cfg.block_size = block_size;
     cfg.info.lo_flags = ro ? LO_FLAGS_READ_ONLY : 0;
     std::snprintf(reinterpret_cast<char*>(cfg.info.lo_file_name), LO_NAME_SIZE, "rsio:%s",
                   name.c_str());

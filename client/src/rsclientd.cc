@@ -76,6 +76,7 @@ class RsioBackend final : public BlockBackend {
  public:
   RsioBackend(client::Client& c, client::VolumeInfo v) : c_(c), v_(std::move(v)) {}
   uint64_t size_bytes() const override { return c_.volume_size(v_.id); }
+  uint32_t block_size_bytes() const override { return v_.block_size; }
   bool read_only() const override { return v_.read_only(); }
   int read(void* buf, uint64_t len, uint64_t off) override {
     return run(Opcode::kRead, buf, len, off);
@@ -99,8 +100,8 @@ class RsioBackend final : public BlockBackend {
     int error = 0;
   };
   int run(Opcode op, void* buf, uint64_t len, uint64_t off) {
-    // Discard and unaligned edges: the protocol takes 512-byte multiples only.
-    if (op != Opcode::kFlush && ((off | len) % 512) != 0) return -EINVAL;
+    // Discard and unaligned edges: the protocol takes multiples of the block size only.
+    if (op != Opcode::kFlush && ((off | len) % v_.block_size) != 0) return -EINVAL;
     std::vector<client::Io> ios;
     uint64_t done = 0;
     do {
@@ -398,7 +399,7 @@ class Daemon {
           srv["volumes"].push_back({{"name", v.name},
                                     {"size_bytes", v.size_bytes},
                                     {"block_size", v.block_size},
-                                    {"blocks", v.size_bytes / v.block_size},
+                                    {"blocks", v.block_size ? v.size_bytes / v.block_size : 0},
                                     {"read_only", v.read_only},
                                     {"attached", attached_.count(v.name) > 0},
                                     {"block_device", block_path(s.namespace_index, v.name)},
@@ -418,8 +419,8 @@ class Daemon {
                 {"server", a.server},
                 {"namespace_index", a.ns},
                 {"size_bytes", size},
-                {"block_size", 512},
-                {"blocks", size / 512},
+                {"block_size", a.backend->block_size_bytes()},
+                {"blocks", size / a.backend->block_size_bytes()},
                 {"read_only", a.read_only},
                 {"servers", 1},
                 {"frontend", fuse_->kind()},

@@ -391,10 +391,10 @@ Result<std::string> UblkFrontend::attach(const std::string& name,
     params.types = UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD;
     params.basic.attrs = UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA |
                          (d->backend->read_only() ? UBLK_ATTR_READ_ONLY : 0);
-    params.basic.logical_bs_shift = 9;
+    params.basic.logical_bs_shift = d->backend->block_size_bytes() == 4096 ? 12 : 9;
     params.basic.physical_bs_shift = 12;
     params.basic.io_opt_shift = 12;
-    params.basic.io_min_shift = 9;
+    params.basic.io_min_shift = params.basic.logical_bs_shift;
     params.basic.max_sectors = kMaxIoBytes >> 9;
     params.basic.dev_sectors = size >> 9;
     params.discard.discard_granularity = 4096;

@@ -648,7 +648,8 @@ struct ExportServer::Impl {
     if (hd.gone) return StatusCode::kUnavailable;
     io::VolumeIo* vio = backend.volume_io(hd.volume_id);
     if (vio == nullptr) return StatusCode::kUnavailable;
-    const StatusCode st = wire::validate_io(h, vio->size_bytes(), 512, hd.read_only);
+    const StatusCode st =
+        wire::validate_io(h, vio->size_bytes(), vio->block_size_bytes(), hd.read_only);
     if (st != StatusCode::kOk) return st;
     r = new Req();
     r->conn = c;
@@ -860,7 +861,7 @@ struct ExportServer::Impl {
     s->handles[handle] = Handle{ans.volume_id, ans.volume_name, ans.read_only, false, false};
     wire::OpenReply rep;
     rep.handle = handle;
-    rep.block_size = 512;
+    rep.block_size = vio->block_size_bytes();
     rep.size_bytes = vio->size_bytes();
     rep.flags = wire::kVolFlush | wire::kVolFua | wire::kVolDiscard | wire::kVolWriteZeroes |
                 (ans.read_only ? wire::kVolReadOnly : 0);

@@ -135,4 +135,18 @@ fi
 "$rsconfig" -lvv | grep -q "read-only" || fail "rsconfig -lvv does not say read-only"
 "$rsconfig" -d rovol
 echo "read-only grant: device read-only, writes refused"
+
+# A volume with 4 KiB blocks gives a device with 4 KiB logical blocks.
+"$smgr" -c big4k -S 64m --block-size 4096
+"$rsadmin" -g big4k tux >/dev/null
+"$rsconfig" -a big4k
+[ "$(blockdev --getss "$dev/big4k")" = "4096" ] ||
+  fail "big4k has logical block size $(blockdev --getss "$dev/big4k"), not 4096"
+"$rsconfig" -l --json | grep -q '"block_size": 4096' || fail "rsconfig -l --json does not say 4096"
+dd if=/dev/urandom of="$work/4k" bs=4096 count=16 status=none
+dd if="$work/4k" of="$dev/big4k" bs=4096 count=16 oflag=direct status=none
+cmp <(dd if="$dev/big4k" bs=4096 count=16 iflag=direct status=none) "$work/4k" ||
+  fail "big4k did not read back what was written"
+"$rsconfig" -d big4k
+echo "4 KiB volume: device logical block size 4096, data read back"
 echo "client attach: PASS"

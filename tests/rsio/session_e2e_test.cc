@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -729,6 +730,38 @@ TEST_F(RsioSession, AThousandUnauthenticatedConnectionsDoNotStopAClient) {
 
 // kill -9 of rsiod under a verifying write load, restarted on the same port within the hold
 // time, 20 times: the caller sees no error and every acknowledged write reads back.
+// The block size comes from the volume: a volume created with --block-size 4096 is listed and
+// opened as 4096, and I/O that is not a multiple of it is INVALID (§4.2).
+TEST_F(RsioSession, FourKibVolumesAreExportedWithTheirBlockSize) {
+  start();
+  cli("smgr -c big -S 64m --block-size 4096");
+  cli("smgr -c small -S 64m");
+  cli("rsadmin -c tux -k tuxkey");
+  cli("rsadmin -g big tux");
+  cli("rsadmin -g small tux");
+  auto c = connect("tux", "tuxkey");
+  ASSERT_TRUE(c);
+  auto vols = c->list();
+  ASSERT_TRUE(vols);
+  std::map<std::string, uint32_t> listed;
+  for (const auto& v : *vols) listed[v.name] = v.block_size;
+  EXPECT_EQ(listed["big"], 4096u);
+  EXPECT_EQ(listed["small"], 512u);
+  auto v = c->open("big");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->block_size, 4096u);
+  std::vector<uint8_t> buf(8192, 0x5a);
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kWrite, 512, 512, buf.data()), StatusCode::kInvalid);
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kRead, 4096, 512, buf.data()), StatusCode::kInvalid);
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kRead, 512, 4096, buf.data()), StatusCode::kInvalid);
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kWrite, 4096, 4096, buf.data()), StatusCode::kOk);
+  EXPECT_EQ(io_sync(*c, v->id, Opcode::kRead, 4096, 4096, buf.data() + 4096), StatusCode::kOk);
+  auto s = c->open("small");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->block_size, 512u);
+  EXPECT_EQ(io_sync(*c, s->id, Opcode::kWrite, 512, 512, buf.data()), StatusCode::kOk);
+}
+
 // §3, §5.5 [rule] instance: one identity per run of rsiod, sent on every connection of
 // version 2, a new one after a restart; version 1 clients get the version 1 reply.
 TEST_F(RsioSession, InstanceIdentityIsOnePerRunAndNewAfterARestart) {

@@ -283,8 +283,13 @@ Result<std::unique_ptr<VolumeIo>> VolumeIo::open(Loop& loop, const VolumeInfo& i
                                                  const DeviceLookup& lookup,
                                                  VolumeIoOptions options) {
   RSIO_TRY(auto map, build_map(info, extent_size_bytes, pvs, lookup));
+  if (info.block_size_bytes != 512 && info.block_size_bytes != 4096)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("volume {}: block size {} is not 512 or 4096", info.name,
+                                  info.block_size_bytes));
   std::unique_ptr<VolumeIo> v(new VolumeIo(loop, info.id, std::move(options)));
   v->map_ = std::move(map);
+  v->block_size_bytes_ = static_cast<uint32_t>(info.block_size_bytes);
   const uint32_t legs = info.spec.layout == Layout::kMirrored ? info.spec.mirrors : 1;
   v->leg_states_ = v->options_.leg_states;
   v->leg_states_.resize(legs, LegState::kInSync);

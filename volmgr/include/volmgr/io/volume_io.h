@@ -122,6 +122,9 @@ class VolumeIo {
   Status update(const VolumeInfo& info, const std::vector<PvInfo>& pvs, const DeviceLookup& lookup);
 
   uint64_t size_bytes() const;
+  // The volume's logical block size: requests are multiples of it (the export server
+  // validates, clients size their devices by it).
+  uint32_t block_size_bytes() const { return block_size_bytes_; }
 
   // Brings a faulty mirror leg back: it takes writes at once and is copied from an in-sync
   // leg, region by region — only the regions the bitmap marks when the volume has one,
@@ -182,6 +185,7 @@ class VolumeIo {
 
   Loop& loop_;
   int64_t volume_id_;
+  uint32_t block_size_bytes_ = 512;
   VolumeIoOptions options_;
   std::shared_ptr<const Map> map_;
   std::vector<LegState> leg_states_;
