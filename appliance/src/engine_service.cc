@@ -145,7 +145,7 @@ struct EngineService::Impl : io::VolumeEvents, server::ExportBackend {
       ref->post([done, a] { done(a); });
     });
   }
-  io::VolumeIo* volume_io(int64_t volume_id) override {
+  block::BlockTarget* target(int64_t volume_id) override {
     auto it = volumes.find(volume_id);
     return it == volumes.end() ? nullptr : it->second.io.get();
   }

@@ -29,7 +29,7 @@
 
 namespace rsio::server {
 
-namespace io = volmgr::io;
+namespace io = block;
 using wire::Opcode;
 using wire::StatusCode;
 
@@ -646,7 +646,7 @@ struct ExportServer::Impl {
     const Handle& hd = hit->second;
     if (hd.revoked) return StatusCode::kRevoked;
     if (hd.gone) return StatusCode::kUnavailable;
-    io::VolumeIo* vio = backend.volume_io(hd.volume_id);
+    block::BlockTarget* vio = backend.target(hd.volume_id);
     if (vio == nullptr) return StatusCode::kUnavailable;
     const StatusCode st =
         wire::validate_io(h, vio->size_bytes(), vio->block_size_bytes(), hd.read_only);
@@ -668,7 +668,7 @@ struct ExportServer::Impl {
   // revoked, or the volume re-opened, meanwhile. check_io() ran when its header came.
   void submit_after_payload(Conn* c, Req* r) {
     Handle* hd = handle_of(c->session, r->h.handle);
-    io::VolumeIo* now = hd ? backend.volume_io(hd->volume_id) : nullptr;
+    block::BlockTarget* now = hd ? backend.target(hd->volume_id) : nullptr;
     if (now == nullptr || now != r->io.user || hd->revoked) {
       const StatusCode st = hd == nullptr ? StatusCode::kBadHandle
                             : hd->revoked ? StatusCode::kRevoked
@@ -683,7 +683,7 @@ struct ExportServer::Impl {
 
   // Starts a request check_io() accepted.
   void submit(Conn* c, Req* r) {
-    auto* vio = static_cast<io::VolumeIo*>(r->io.user);
+    auto* vio = static_cast<block::BlockTarget*>(r->io.user);
     switch (static_cast<Opcode>(r->h.opcode)) {
       case Opcode::kRead:
         r->io.op = io::Op::kRead;
@@ -710,6 +710,14 @@ struct ExportServer::Impl {
     };
     ++c->in_flight;
     vio->submit(&r->io);
+  }
+
+  // The OPEN reply's flags (§4.1) say what the target says it supports.
+  static uint32_t open_flags(uint32_t caps) {
+    return ((caps & block::kCapFlush) ? wire::kVolFlush : 0) |
+           ((caps & block::kCapFua) ? wire::kVolFua : 0) |
+           ((caps & block::kCapDiscard) ? wire::kVolDiscard : 0) |
+           ((caps & block::kCapWriteZeroes) ? wire::kVolWriteZeroes : 0);
   }
 
   static StatusCode map_status(io::IoStatus s) {
@@ -852,7 +860,7 @@ struct ExportServer::Impl {
   void open_answer(Conn* c, const wire::RequestHeader& h, const OpenAnswer& ans) {
     Session* s = c->session;
     if (ans.status != StatusCode::kOk) return reply_status(c, h, ans.status);
-    io::VolumeIo* vio = backend.volume_io(ans.volume_id);
+    block::BlockTarget* vio = backend.target(ans.volume_id);
     if (vio == nullptr) return reply_status(c, h, StatusCode::kUnavailable);
     uint32_t handle = 0;
     do {
@@ -863,8 +871,7 @@ struct ExportServer::Impl {
     rep.handle = handle;
     rep.block_size = vio->block_size_bytes();
     rep.size_bytes = vio->size_bytes();
-    rep.flags = wire::kVolFlush | wire::kVolFua | wire::kVolDiscard | wire::kVolWriteZeroes |
-                (ans.read_only ? wire::kVolReadOnly : 0);
+    rep.flags = open_flags(vio->capabilities()) | (ans.read_only ? wire::kVolReadOnly : 0);
     OutFrame f;
     encode_payload(rep, f.owned);
     finish_reply(c, f, h, StatusCode::kOk);

@@ -16,7 +16,7 @@ namespace {
 using namespace rsio;
 
 struct Backend : server::ExportBackend {
-  volmgr::io::Loop* loop = nullptr;
+  block::Loop* loop = nullptr;
   void lookup_node(const std::string& name,
                    std::function<void(std::optional<server::NodeInfo>)> done) override {
     std::optional<server::NodeInfo> n;
@@ -30,15 +30,15 @@ struct Backend : server::ExportBackend {
                   std::function<void(server::OpenAnswer)> done) override {
     loop->defer([done] { done(server::OpenAnswer{wire::StatusCode::kNotFound, 0, "", false}); });
   }
-  volmgr::io::VolumeIo* volume_io(int64_t) override { return nullptr; }
+  block::BlockTarget* target(int64_t) override { return nullptr; }
 };
 
 struct Fixture {
-  std::unique_ptr<volmgr::io::Loop> loop;
+  std::unique_ptr<block::Loop> loop;
   Backend backend;
   std::unique_ptr<server::ExportServer> srv;
   Fixture() {
-    loop = std::move(*volmgr::io::Loop::create(256));
+    loop = std::move(*block::Loop::create(256));
     backend.loop = loop.get();
     server::ServerOptions o;
     o.listen.push_back({"127.0.0.1", 0});

@@ -10,18 +10,17 @@ cd "$src"
 # component: the components whose headers it may include (besides its own)
 declare -A allowed=(
   [common]=""
+  [block]="common"
   [db]="common"
-  [volmgr]="common db"
-  # rsio/ still includes volmgr/ for the I/O engine's loop and VolumeIo: the export server is
-  # to talk to a BlockTarget below both instead. Remove volmgr here when that lands.
-  [rsio]="common volmgr"
+  [volmgr]="common block db"
+  [rsio]="common block"
   [mgmt]="common"
-  [appliance]="common db volmgr rsio mgmt"
+  [appliance]="common block db volmgr rsio mgmt"
   [client]="common rsio mgmt rsclient"
   [cli]="common mgmt"
 )
 # include prefix -> component it belongs to
-declare -A owner=([common]=common [db]=db [volmgr]=volmgr [rsio]=rsio [mgmt]=mgmt
+declare -A owner=([common]=common [block]=block [db]=db [volmgr]=volmgr [rsio]=rsio [mgmt]=mgmt
                   [appliance]=appliance [rsclient]=client [cli]=cli)
 
 bad=0

@@ -3,7 +3,8 @@
 //
 // Thread model: an ExportServer lives on one io::Loop thread (rsiod's engine thread) and
 // drives its sockets through that loop's io_uring, next to the devices: a request goes from
-// the socket to VolumeIo::submit() and its reply back to the socket without a thread switch.
+// the socket to the volume's BlockTarget::submit() and its reply back to the socket without
+// a thread switch.
 // Every member runs on the loop thread. What the server needs from the appliance (node keys,
 // grants, volume names) comes through ExportBackend, whose answers may arrive later.
 #pragma once
@@ -17,8 +18,8 @@
 
 #include "common/result.h"
 #include "rsio/wire.h"
-#include "volmgr/io/loop.h"
-#include "volmgr/io/volume_io.h"
+#include "block/loop.h"
+#include "block/target.h"
 
 namespace rsio::server {
 
@@ -49,8 +50,9 @@ class ExportBackend {
   // or is not granted; READ_ONLY is not an error: `read_only` tells the access.
   virtual void check_open(int64_t client_id, const std::string& volume_name, bool read_only,
                           std::function<void(OpenAnswer)> done) = 0;
-  // The open volume, or null when it is not open in the engine (devices missing). Synchronous.
-  virtual volmgr::io::VolumeIo* volume_io(int64_t volume_id) = 0;
+  // The open volume as a block target, or null when it is not open in the engine (devices
+  // missing). Synchronous.
+  virtual block::BlockTarget* target(int64_t volume_id) = 0;
 };
 
 struct ListenAddress {
@@ -107,7 +109,7 @@ struct ServerStats {
 class ExportServer {
  public:
   // Binds every listen address. Errors: kInvalidArgument, kInUse (address in use), kIo.
-  static Result<std::unique_ptr<ExportServer>> start(volmgr::io::Loop& loop, ExportBackend& backend,
+  static Result<std::unique_ptr<ExportServer>> start(block::Loop& loop, ExportBackend& backend,
                                                      ServerOptions options);
   ~ExportServer();
 

@@ -18,22 +18,6 @@
 
 namespace rsio::volmgr::io {
 
-std::string_view op_name(Op op) {
-  switch (op) {
-    case Op::kRead:
-      return "read";
-    case Op::kWrite:
-      return "write";
-    case Op::kFlush:
-      return "flush";
-    case Op::kDiscard:
-      return "discard";
-    case Op::kWriteZeroes:
-      return "write-zeroes";
-  }
-  return "?";
-}
-
 namespace {
 
 constexpr size_t kZeroBufferBytes = 1 << 20;

@@ -15,24 +15,6 @@
 
 namespace rsio::volmgr::io {
 
-std::string_view io_status_name(IoStatus s) {
-  switch (s) {
-    case IoStatus::kOk:
-      return "ok";
-    case IoStatus::kIoError:
-      return "io-error";
-    case IoStatus::kOutOfRange:
-      return "out-of-range";
-    case IoStatus::kReadOnly:
-      return "read-only";
-    case IoStatus::kInvalid:
-      return "invalid";
-    case IoStatus::kUnavailable:
-      return "unavailable";
-  }
-  return "?";
-}
-
 namespace {
 
 struct MapArea {

@@ -11,14 +11,18 @@
 #include <string>
 
 #include "common/result.h"
-#include "volmgr/io/loop.h"
+#include "block/loop.h"
+#include "block/target.h"
 
 namespace rsio::volmgr::io {
 
 class Device;
 
-enum class Op : uint8_t { kRead, kWrite, kFlush, kDiscard, kWriteZeroes };
-std::string_view op_name(Op op);
+// The data path's loop and request vocabulary (block/), under the engine's names.
+using block::Completion;
+using block::Loop;
+using block::Op;
+using block::op_name;
 
 // One operation on one device. The submitter owns it (and the iovecs) until `done` runs.
 // Result: bytes transferred (read/write), 0 (flush, discard, write-zeroes) or -errno.

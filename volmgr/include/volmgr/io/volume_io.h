@@ -20,32 +20,13 @@
 
 #include "common/result.h"
 #include "volmgr/io/device.h"
-#include "volmgr/io/loop.h"
 #include "volmgr/model.h"
 
 namespace rsio::volmgr::io {
 
-enum class IoStatus : uint8_t {
-  kOk,
-  kIoError,      // a device failed and no redundant copy could serve the request
-  kOutOfRange,   // offset/length beyond the volume's size
-  kReadOnly,     // write-class request on a read-only volume
-  kInvalid,      // malformed request (iov total differs from length, ...)
-  kUnavailable,  // a device the request needs is missing, or every mirror leg is faulty
-};
-std::string_view io_status_name(IoStatus s);
-
-// A request on a volume. The caller owns it and its buffers until `done` has run.
-struct IoRequest {
-  Op op = Op::kRead;
-  bool fua = false;  // write / write-zeroes: durable before completion
-  uint64_t offset_bytes = 0;
-  uint64_t length_bytes = 0;
-  const iovec* iov = nullptr;  // read/write: buffers totalling length_bytes
-  int iov_count = 0;
-  void (*done)(IoRequest* req, IoStatus status) = nullptr;  // on the loop thread
-  void* user = nullptr;
-};
+using block::IoRequest;
+using block::IoStatus;
+using block::io_status_name;
 
 struct VolumeIoStats {
   uint64_t requests = 0, errors = 0, retried_reads = 0, split_ops = 0;
@@ -103,7 +84,7 @@ struct VolumeIoOptions {
 // Finds the Device of a PV, or nullptr when the PV is missing.
 using DeviceLookup = std::function<Device*(int64_t pv_id)>;
 
-class VolumeIo {
+class VolumeIo final : public block::BlockTarget {
  public:
   // Builds the volume's map from `info` (segments and areas) and the PV data offsets.
   // Errors: kInvalidArgument for a malformed mapping.
@@ -115,16 +96,22 @@ class VolumeIo {
   ~VolumeIo();
 
   // Starts `req`. `req->done` runs on the loop thread later, never inside submit().
-  void submit(IoRequest* req);
+  void submit(IoRequest* req) override;
 
   // Replaces the mapping after a resize (grow appends segments, so requests in flight are
   // unaffected); the new size applies to requests submitted from now on. Errors as open().
   Status update(const VolumeInfo& info, const std::vector<PvInfo>& pvs, const DeviceLookup& lookup);
 
-  uint64_t size_bytes() const;
+  uint64_t size_bytes() const override;
   // The volume's logical block size: requests are multiples of it (the export server
   // validates, clients size their devices by it).
-  uint32_t block_size_bytes() const { return block_size_bytes_; }
+  uint32_t block_size_bytes() const override { return block_size_bytes_; }
+  // Writes are volatile until a FLUSH (page caches, device caches); FUA, DISCARD and
+  // WRITE_ZEROES are carried out on every layout (a device without them gets a write and a
+  // sync, or written zeroes).
+  uint32_t capabilities() const override {
+    return block::kCapFlush | block::kCapFua | block::kCapDiscard | block::kCapWriteZeroes;
+  }
 
   // Brings a faulty mirror leg back: it takes writes at once and is copied from an in-sync
   // leg, region by region — only the regions the bitmap marks when the volume has one,

@@ -1,4 +1,5 @@
-// The I/O engine's event loop: one io_uring plus queues of deferred work.
+// The event loop of the data path: one io_uring plus queues of deferred work. The I/O engine
+// drives its devices on it, and the export server its sockets next to them.
 //
 // Thread model: a Loop belongs to one thread, its loop thread, which creates it and calls
 // run_once() or run() (the kernel binds the ring to the thread that creates it). Everything the
@@ -20,7 +21,7 @@
 
 #include "common/result.h"
 
-namespace rsio::volmgr::io {
+namespace rsio::block {
 
 // Completion of one SQE: the loop calls `fn(this, cqe->res)` on the loop thread.
 struct Completion {
@@ -96,4 +97,4 @@ class Loop {
   std::vector<std::function<void()>> posted_;  // GUARDED_BY(posted_mu_)
 };
 
-}  // namespace rsio::volmgr::io
+}  // namespace rsio::block

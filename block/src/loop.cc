@@ -1,5 +1,5 @@
 // Thread model: see loop.h. Only post() and stop() touch posted_ from other threads.
-#include "volmgr/io/loop.h"
+#include "block/loop.h"
 
 #include <fmt/format.h>
 #include <sys/eventfd.h>
@@ -10,7 +10,7 @@
 
 #include "common/assert.h"
 
-namespace rsio::volmgr::io {
+namespace rsio::block {
 
 Result<std::unique_ptr<Loop>> Loop::create(unsigned queue_depth) {
   std::unique_ptr<Loop> loop(new Loop());
@@ -209,4 +209,4 @@ void Loop::run_until(const std::function<bool()>& done) {
   while (!done()) run_once(true);
 }
 
-}  // namespace rsio::volmgr::io
+}  // namespace rsio::block
