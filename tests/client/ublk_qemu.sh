@@ -52,6 +52,8 @@ for _ in $(seq 200); do "$bin/cli/smgr" -P >/dev/null 2>&1 && break; sleep 0.05;
 "$bin/cli/smgr" -c eisberg -S 512m
 "$bin/cli/rsadmin" -c tux -k Linuxtag >/dev/null
 "$bin/cli/rsadmin" -g eisberg tux >/dev/null
+"$bin/cli/smgr" -c big4k -S 64m --block-size 4096
+"$bin/cli/rsadmin" -g big4k tux >/dev/null
 
 # --- the initramfs ------------------------------------------------------------------------------
 root=$work/initrd
@@ -161,6 +163,15 @@ umount /mnt
 e2fsck -fn /dev/av0/eisberg
 rsconfig -d eisberg
 [ ! -e /dev/av0/eisberg ]
+# A volume with 4 KiB blocks is a ublk device with 4 KiB logical blocks.
+rsconfig -a big4k
+ss=\$(blockdev --getss /dev/av0/big4k)
+[ "\$ss" = 4096 ] || { echo "GUEST: big4k has logical block size \$ss, not 4096"; exit 1; }
+fio --name=b4k --filename=/dev/av0/big4k --rw=randwrite --bs=4k --size=4m --direct=1 \\
+  --ioengine=io_uring --iodepth=8 --verify=crc32c --verify_fatal=1 --do_verify=1 > /tmp/fio4k.log 2>&1 ||
+  { cat /tmp/fio4k.log; echo "GUEST: fio on big4k failed"; exit 1; }
+rsconfig -d big4k
+echo "GUEST: big4k: logical block size \$ss, fio verified"
 echo "GUEST: PASS"
 EOF
 chmod +x "$root/init" "$root/test.sh"
