@@ -22,7 +22,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -32,6 +31,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <atomic>
 #include <deque>
 #include <future>
 #include <map>
@@ -39,6 +39,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/assert.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "rsio/address.h"
@@ -79,6 +80,44 @@ struct Frame {
 };
 
 using ControlDone = std::function<void(StatusCode, std::vector<uint8_t>)>;
+
+// The completion of every coroutine the library spawns. They handle expected failures as
+// values, so an exception that escapes one is a bug: say which coroutine, then abort.
+auto checked(const char* what) {
+  return [what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      log::error("rsio client: {} ended with an exception: {}", what, x.what());
+    } catch (...) {
+      log::error("rsio client: {} ended with an unknown exception", what);
+    }
+    RSIO_ASSERT_MSG(false, "exception escaped a client coroutine");
+  };
+}
+
+// Something coroutines wait for (a ready path, the end of a session's creation): a waiter
+// parks its timer here until notify_all() cancels it or its deadline passes, then checks its
+// condition again. Timers as events: no polling.
+class Event {
+ public:
+  // Waits until notified or `deadline`, whichever comes first.
+  asio::awaitable<void> wait(asio::steady_timer& t,
+                             std::chrono::steady_clock::time_point deadline) {
+    t.expires_at(deadline);
+    waiters_.push_back(&t);
+    error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    std::erase(waiters_, &t);
+  }
+  void notify_all() {
+    for (asio::steady_timer* t : waiters_) t->cancel();
+  }
+
+ private:
+  std::vector<asio::steady_timer*> waiters_;
+};
 
 }  // namespace
 
@@ -133,6 +172,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // Session.
   uint64_t session_id = 0;
   bool creating = false;
+  Event session_settled;  // `creating` ended (a session was made, or the attempt failed)
+  Event path_ready;       // a path became ready, or the client stops
   struct Vol {
     std::string name;
     bool ro = false;
@@ -169,7 +210,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   uint64_t next_seq = 0;          // submission order of requests
   wire::InstanceId instance{};    // the current session's server instance
   uint64_t epoch = 0;             // moves on with every new (or unknown) instance
-  uint64_t retained_bytes = 0;    // sum of the volumes' ReplayLog::bytes()
+  // Sum of the volumes' ReplayLog::bytes(); written on the I/O thread, read by stats().
+  std::atomic<uint64_t> retained_bytes{0};
 
   // A request the library sends on its own: a replayed write or a FLUSH at the bound.
   struct OwnIo {
@@ -183,6 +225,18 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   std::vector<Io*> incoming;  // GUARDED_BY(in_mu)
   bool drain_posted = false;  // GUARDED_BY(in_mu)
 
+  // Volume sizes for readers on any thread (frontends ask on every request): no hop to the
+  // I/O thread. Written on the I/O thread (open, re-open, RESIZED) and by close_volume().
+  mutable std::mutex sizes_mu;
+  std::unordered_map<uint32_t, uint64_t> sizes;  // GUARDED_BY(sizes_mu)
+  void set_size(uint32_t volume, uint64_t size_bytes) {
+    std::lock_guard lock(sizes_mu);
+    sizes[volume] = size_bytes;
+  }
+
+  // Counters of every request: atomics, no lock on the I/O path. The rare ones (re-issues,
+  // fences, sessions, replays) are in `st` under stats_mu.
+  std::atomic<uint64_t> submitted{0}, completed{0}, errors{0};
   mutable std::mutex stats_mu;
   ClientStats st;  // GUARDED_BY(stats_mu) for readers on other threads
 
@@ -255,10 +309,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     p->auth_refused = false;
     error_code ec;
     // Who creates the session: the first path that finds none; the others wait and join.
-    while (session_id == 0 && creating && !stopping) {
-      p->timer->expires_after(std::chrono::milliseconds(20));
-      co_await p->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
+    while (session_id == 0 && creating && !stopping)
+      co_await session_settled.wait(*p->timer, std::chrono::steady_clock::now() +
+                                                   std::chrono::milliseconds(opt.connect_timeout_ms));
     if (stopping) co_return false;
     const uint64_t join = session_id;
     if (join == 0) creating = true;
@@ -266,7 +319,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       Impl* impl;
       bool active;
       ~CreatingGuard() {
-        if (active) impl->creating = false;
+        if (!active) return;
+        impl->creating = false;
+        impl->session_settled.notify_all();
       }
     } guard_creating{this, join == 0};
 
@@ -404,6 +459,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       session_id = okm->session_id;
       guard_creating.active = false;
       creating = false;
+      session_settled.notify_all();
       {
         std::lock_guard lock(stats_mu);
         ++st.sessions;
@@ -442,10 +498,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       ++st.reconnects;
       ++st.paths_ready;
     }
-    asio::co_spawn(ctx, heartbeat(p, p->conn_gen), asio::detached);
+    asio::co_spawn(ctx, heartbeat(p, p->conn_gen), checked("heartbeat"));
     reopen_volumes(p);
     try_fences();
     dispatch();
+    path_ready.notify_all();
     co_return true;
   }
 
@@ -550,6 +607,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         if (v.session != p->session_id || v.handle != n->handle) continue;
         if (n->event == static_cast<uint32_t>(wire::Event::kResized) && v.size != n->value) {
           v.size = n->value;  // the same notification arrives on every path: act once
+          set_size(id, n->value);
           if (opt.on_resized) opt.on_resized(id, n->value);
         }
         if (n->event == static_cast<uint32_t>(wire::Event::kReadOnly))
@@ -875,8 +933,6 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void set_log_cleared(Vol& v) {
     retained_bytes -= v.log.bytes();
     v.log.clear();
-    std::lock_guard lock(stats_mu);
-    st.retained_bytes = retained_bytes;
   }
 
   // The kept writes are now the current instance's: a FLUSH sent from now on covers them.
@@ -984,6 +1040,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
                        vol.handle = rep->handle;
                        vol.session = sid;
                        vol.size = rep->size_bytes;
+                       set_size(vid, rep->size_bytes);
                        vol.flags = rep->flags;
                        if (vol.log_epoch != epoch) start_replay(vid, vol);
                      }
@@ -996,12 +1053,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (io->done == &replay_done) return io->done(io, s);
     if (io->op != Opcode::kRead) s = account(io, s);
     if (io->done == &limit_flush_done) return io->done(io, s);
-    {
-      std::lock_guard lock(stats_mu);
-      ++st.completed;
-      if (s != StatusCode::kOk) ++st.errors;
-      st.retained_bytes = retained_bytes;
-    }
+    completed.fetch_add(1, std::memory_order_relaxed);
+    if (s != StatusCode::kOk) errors.fetch_add(1, std::memory_order_relaxed);
     io->done(io, s);
   }
 
@@ -1055,10 +1108,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       drain_posted = false;
     }
     const int64_t now = now_ms();
-    {
-      std::lock_guard lock(stats_mu);
-      st.submitted += batch.size();
-    }
+    submitted.fetch_add(batch.size(), std::memory_order_relaxed);
     for (Io* io : batch) {
       io->tag = 0;
       io->reissued = 0;
@@ -1126,12 +1176,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
               promise->set_value({StatusCode::kUnavailable, {}});
               co_return;
             }
-            t.expires_after(std::chrono::milliseconds(20));
-            error_code ec;
-            co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            co_await path_ready.wait(t, std::chrono::steady_clock::now() +
+                                            std::chrono::milliseconds(deadline - now_ms()));
           }
         },
-        asio::detached);
+        checked("control call"));
     await_future(fut);
     return fut.get();
   }
@@ -1170,10 +1219,10 @@ Result<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
     for (auto& p : raw->paths) {
       Path* path = p.get();
       asio::co_spawn(
-          raw->ctx, [raw, path] { return raw->run_path(path); }, asio::detached);
+          raw->ctx, [raw, path] { return raw->run_path(path); }, checked("path"));
     }
     asio::co_spawn(
-        raw->ctx, [raw] { return raw->hold_ticker(); }, asio::detached);
+        raw->ctx, [raw] { return raw->hold_ticker(); }, checked("hold ticker"));
   });
   if (!raw->inline_mode()) impl->thread = std::thread([raw] { raw->ctx.run(); });
   // The outcome: the first ready path, all paths refusing the key, or the connect timeout.
@@ -1214,6 +1263,8 @@ Client::~Client() {
   Impl* raw = impl_.get();
   asio::post(raw->ctx, [raw] {
     raw->stopping = true;
+    raw->session_settled.notify_all();
+    raw->path_ready.notify_all();
     for (auto& p : raw->paths) {
       error_code ec;
       if (p->sock) p->sock->close(ec);
@@ -1295,6 +1346,7 @@ Result<VolumeInfo> Client::open(const std::string& name, const OpenOptions& opti
     }
     const uint32_t id = ++raw->next_vol;
     raw->vols[id] = std::move(v);
+    raw->set_size(id, rep->size_bytes);
     VolumeInfo info{id, name, rep->size_bytes, rep->block_size, rep->flags, raw->instance};
     return info;
   });
@@ -1310,6 +1362,10 @@ Status Client::close_volume(uint32_t volume) {
     const bool current = it->second.session == raw->session_id;
     const uint32_t h = it->second.handle;
     raw->vols.erase(it);
+    {
+      std::lock_guard lock(raw->sizes_mu);
+      raw->sizes.erase(volume);
+    }
     if (!current) return 0U;
     return h;
   });
@@ -1324,19 +1380,25 @@ Status Client::close_volume(uint32_t volume) {
 }
 
 uint64_t Client::volume_size(uint32_t volume) const {
-  Impl* raw = impl_.get();
-  return raw->on_thread([raw, volume]() -> uint64_t {
-    auto it = raw->vols.find(volume);
-    return it == raw->vols.end() ? 0 : it->second.size;
-  });
+  std::lock_guard lock(impl_->sizes_mu);
+  auto it = impl_->sizes.find(volume);
+  return it == impl_->sizes.end() ? 0 : it->second;
 }
 
 void Client::submit(Io* io) { impl_->submit(&io, 1); }
 void Client::submit(Io* const* ios, size_t count) { impl_->submit(ios, count); }
 
 ClientStats Client::stats() const {
-  std::lock_guard lock(impl_->stats_mu);
-  return impl_->st;
+  ClientStats out;
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    out = impl_->st;
+  }
+  out.submitted = impl_->submitted.load(std::memory_order_relaxed);
+  out.completed = impl_->completed.load(std::memory_order_relaxed);
+  out.errors = impl_->errors.load(std::memory_order_relaxed);
+  out.retained_bytes = impl_->retained_bytes.load(std::memory_order_relaxed);
+  return out;
 }
 
 std::vector<PathState> Client::paths() const {

@@ -139,7 +139,8 @@ class Client {
   Result<VolumeInfo> open(const std::string& name, bool read_only = false);
   Result<VolumeInfo> open(const std::string& name, const OpenOptions& options);
   Status close_volume(uint32_t volume);
-  // The volume's current size (follows RESIZED notifications).
+  // The volume's current size (follows RESIZED notifications). Any thread; it does not wait
+  // for the library's thread, so frontends may ask on every request.
   uint64_t volume_size(uint32_t volume) const;
 
   void submit(Io* io);
