@@ -9,6 +9,7 @@
 #
 # Modes (all by default; docs/durability-testing.md describes them and how to read the output):
 #   device-osync  rsclientd's FUSE + loop device, fio O_DIRECT|O_SYNC 4k random writes
+#   device-fsync  the same device, fio O_DIRECT 4k random writes with an fsync every 16
 #   engine-fsync  fio through librsio_fio.so, 4k random writes, iodepth 16, FLUSH every 16
 #   pgbench       PostgreSQL 15 on ext4 on the device, pgbench; then crash recovery,
 #                 pg_amcheck, the TPC-B balance invariant and e2fsck -fn
@@ -21,7 +22,7 @@
 #
 # Usage: powercut.sh BUILD_DIR [MODE...] (or RSIO_DURABILITY_MODES="MODE ...").
 # Knobs (environment):
-#   RSIO_CUTS_PER_MODE   cuts under load in each of the modes 1-4 (default 10, 10, 6, 6)
+#   RSIO_CUTS_PER_MODE   cuts under load in each mode but the control (default 10, 6, 10, 6, 6)
 #   RSIO_CONTROL_CUTS    cuts under load in the control (2)
 #   RSIO_FINAL_CUT       1: one more cut once the load stopped and flushed (default); 0: none
 #   RSIO_TEST_SEED       replays a cut schedule (printed at the start)
@@ -40,8 +41,9 @@ bin=${1:?usage: $0 BUILD_DIR [MODE...]}
 shift
 bin=$(cd "$bin" && pwd)
 
-all_modes=(device-osync engine-fsync pgbench mirror control)
-declare -A default_cuts=([device-osync]=10 [engine-fsync]=10 [pgbench]=6 [mirror]=6)
+all_modes=(device-osync device-fsync engine-fsync pgbench mirror control)
+declare -A default_cuts=([device-osync]=10 [device-fsync]=6 [engine-fsync]=10 [pgbench]=6
+                         [mirror]=6)
 if [ $# -gt 0 ]; then
   modes=("$@")
 elif [ -n "${RSIO_DURABILITY_MODES:-}" ]; then
@@ -99,7 +101,7 @@ fi
 for b in appliance/rsiod cli/smgr cli/rsadmin; do
   [ -x "$bin/$b" ] || skip "$bin/$b was not built"
 done
-if uses device-osync pgbench; then
+if uses device-osync device-fsync pgbench; then
   [ -c /dev/loop-control ] || skip "no loop devices (/dev/loop-control) for rsclientd's FUSE frontend"
   [ -x "$bin/client/rsclientd" ] || skip "rsclientd was not built (libfuse3-dev missing)"
   [ -x "$bin/cli/rsconfig" ] || skip "rsconfig was not built"
@@ -342,11 +344,24 @@ io_base=0
 # devices fail (and, say, record a mirror leg as faulty); the disks die with their caches;
 # rsiod dies; everything comes back on the same backing images and state directory.
 # Sets CUT_BACK_MS (SIGSTOP to rsiod ready).
+# Every thread of rsiod has stopped (io_uring's own workers aside: they cannot send a reply).
+# kill -STOP returns before the signal took effect; a disk killed while rsiod still runs fails
+# its writes, and rsiod rightly answers them IO_ERROR, which is a disk failure, not a power cut.
+rsiod_stopped() {
+  local t comm state
+  for t in /proc/"$rsiod_pid"/task/*; do
+    comm=$(cat "$t/comm" 2>/dev/null) || continue
+    [[ $comm == iou-* ]] && continue
+    state=$(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1) || continue
+    [ "$state" = T ] || [ "$state" = t ] || return 1
+  done
+}
 power_cut() {
   local i t0
   now_ms
   t0=$NOW_MS
   kill -STOP "$rsiod_pid"
+  wait_until 10 "rsiod to stop (SIGSTOP)" rsiod_stopped
   for ((i = 0; i < ndisks; i++)); do kill -KILL "${fuse_pid[$i]}" "${nbd_pid[$i]}" 2>/dev/null || true; done
   kill -KILL "$rsiod_pid"
   reap "$rsiod_pid" 20
@@ -584,7 +599,12 @@ mode_exit() {
 }
 
 # ---- The modes --------------------------------------------------------------------------------
-mode_device_osync() {
+mode_device_osync() { device_mode "sync=1"; }
+# Writes are durable only at each fsync (a FLUSH of the device); the client keeps the rest.
+mode_device_fsync() { device_mode "fsync=16"; }
+
+# device_mode SYNC_OPTION: fio through rsclientd's device with O_DIRECT and SYNC_OPTION.
+device_mode() {
   appliance_setup 1 "${vol_mib}m"
   client_attach
   cat >"$m/load.fio" <<EOF
@@ -592,7 +612,7 @@ mode_device_osync() {
 filename=$dev
 ioengine=psync
 direct=1
-sync=1
+$1
 rw=randwrite
 bs=4k
 verify=crc32c
@@ -600,7 +620,7 @@ verify_state_save=0
 randseed=$mseed
 EOF
   fio_write_phase "$m/load.fio" "$cuts"
-  # Every write was O_SYNC; an fsync of the device (a FLUSH) changes nothing but costs nothing.
+  # An fsync of the device (a FLUSH): what the write phase was told is complete is durable.
   python3 -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$dev"
   flush_check
   final_power_cut
