@@ -182,7 +182,6 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     bool opening = false;
     bool closed = false;
     StatusCode failed = StatusCode::kOk;  // re-open refused
-    uint64_t size = 0;
     uint32_t flags = 0;
     uint32_t block_size = 512;
     // Durability (see the top of the file).
@@ -229,9 +228,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // I/O thread. Written on the I/O thread (open, re-open, RESIZED) and by close_volume().
   mutable std::mutex sizes_mu;
   std::unordered_map<uint32_t, uint64_t> sizes;  // GUARDED_BY(sizes_mu)
-  void set_size(uint32_t volume, uint64_t size_bytes) {
+  // Returns whether the size changed.
+  bool set_size(uint32_t volume, uint64_t size_bytes) {
     std::lock_guard lock(sizes_mu);
-    sizes[volume] = size_bytes;
+    uint64_t& size = sizes[volume];
+    if (size == size_bytes) return false;
+    size = size_bytes;
+    return true;
   }
 
   // Counters of every request: atomics, no lock on the I/O path. The rare ones (re-issues,
@@ -605,9 +608,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (!n) return;
       for (auto& [id, v] : vols) {
         if (v.session != p->session_id || v.handle != n->handle) continue;
-        if (n->event == static_cast<uint32_t>(wire::Event::kResized) && v.size != n->value) {
-          v.size = n->value;  // the same notification arrives on every path: act once
-          set_size(id, n->value);
+        // The same notification arrives on every path: act once.
+        if (n->event == static_cast<uint32_t>(wire::Event::kResized) && set_size(id, n->value)) {
           if (opt.on_resized) opt.on_resized(id, n->value);
         }
         if (n->event == static_cast<uint32_t>(wire::Event::kReadOnly))
@@ -1039,7 +1041,6 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
                      } else {
                        vol.handle = rep->handle;
                        vol.session = sid;
-                       vol.size = rep->size_bytes;
                        set_size(vid, rep->size_bytes);
                        vol.flags = rep->flags;
                        if (vol.log_epoch != epoch) start_replay(vid, vol);
@@ -1333,7 +1334,6 @@ Result<VolumeInfo> Client::open(const std::string& name, const OpenOptions& opti
     v.ro = read_only;
     v.handle = rep->handle;
     v.session = raw->session_id;  // a new session in between makes dispatch() re-open it
-    v.size = rep->size_bytes;
     v.flags = rep->flags;
     v.block_size = rep->block_size;
     v.log_epoch = raw->epoch;
