@@ -482,14 +482,20 @@ fio_verify_phase() {
 
 # The load and verify job through the fio engine. The last 4 MiB of the volume stay out of the
 # region: the flush job writes there.
-engine_job() {  # FILE
-  cat >"$1" <<EOF
-[vol]
+# engine_options: how a fio job reaches the volume through the engine.
+engine_options() {
+  cat <<EOF
 ioengine=external:$engine
 server=127.0.0.1:$port
 node=tux
 keyfile=$m/key
 volume=vol
+EOF
+}
+engine_job() {  # FILE
+  cat >"$1" <<EOF
+[vol]
+$(engine_options)
 rw=randwrite
 bs=4k
 iodepth=16
@@ -506,11 +512,7 @@ EOF
 engine_flush() {
   cat >"$m/flush.fio" <<EOF
 [flush]
-ioengine=external:$engine
-server=127.0.0.1:$port
-node=tux
-keyfile=$m/key
-volume=vol
+$(engine_options)
 rw=write
 bs=4k
 offset=$((vol_mib - 4))m
